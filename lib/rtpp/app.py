@@ -1,0 +1,90 @@
+"""The running proxy: configuration, counters, sessions, and the command dispatcher."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import gevent
+
+from rtpp.commands import HANDLERS, FailedReply
+from rtpp.commands.command import ParseContext
+from rtpp.commands.errors import CommandError, ECode
+from rtpp.commands.parse import parse_command
+from rtpp.config import Config
+from rtpp.control.peer import Peer
+from rtpp.housekeeping import Sweeper
+from rtpp.media import Media
+from rtpp.notify import Notifier
+from rtpp.session_table import SessionTable
+from rtpp.stats import Counters
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.sessions = SessionTable()
+        self.notifier = Notifier(config.notify_targets)
+        self.media = Media(config, self.counters, self.sessions, self.notifier)
+        self.parse_ctx = ParseContext(bridged=config.bridged)
+        self.sweeper = Sweeper(self.media)
+        self.draining = False
+        self.closed = False
+        self.started = time.monotonic()
+
+    # Lifecycle.
+
+    def start(self) -> None:
+        self.sweeper.start()
+
+    def drain(self) -> None:
+        """Graceful shutdown: refuse new sessions (E99), keep serving existing ones."""
+        self.draining = True
+        self.media.draining = True
+
+    @property
+    def session_count(self) -> int:
+        return self.sessions.count
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.sweeper.stop()
+        self.media.destroy_all("shutdown")
+        self.notifier.close()
+
+    # Commands.
+
+    def execute(self, line: bytes, peer: Peer) -> str:
+        """Run one command (without UDP cookie) and return its reply text with the LF."""
+        counters = self.counters
+        counters.incr("ncmds_rcvd")
+        try:
+            cmd = parse_command(line, self.parse_ctx)
+            body = HANDLERS[type(cmd)](cmd, self, peer)
+        except CommandError as exc:
+            body = FailedReply(f"E{int(exc.ecode)}")
+        except (gevent.GreenletExit, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:
+            log.exception("command failed: %r", line[:200])
+            body = FailedReply(f"E{int(ECode.NOMEM_1)}")
+        counters.incr("ncmds_errs" if isinstance(body, FailedReply) else "ncmds_succd")
+        counters.incr("ncmds_repld")
+        return body + "\n"
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+def is_ipv6_host(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,113 @@
+"""C: copy a leg's media to a remote UDP listener or a local file (PROTOCOL.md §4.8).
+
+Also the `U ... && C <callid> <ftag> <ttag>` sub-command that mirrors both streams of
+another session into this one.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from rtpp.commands.command import Copy, SubCopy
+from rtpp.commands.errors import CommandError, ECode
+from rtpp.ports import PortsExhausted, bind_pair
+from rtpp.recording import RemoteCopy
+from rtpp.session import Session
+
+
+def parse_udp_target(target: str) -> tuple[str, int] | None:
+    """`udp:<host>:<port>` -> (IPv4 address, port); None when malformed."""
+    if not target.startswith("udp:"):
+        return None
+    host, sep, port_text = target[4:].rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        return None
+    port = int(port_text)
+    if not 0 < port < 65535:
+        return None
+    try:
+        addr = socket.gethostbyname(host)
+    except (OSError, UnicodeError):
+        return None
+    return addr, port
+
+
+def _routed_ipv4(host: str) -> str:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((host, 9))
+        return probe.getsockname()[0]
+    finally:
+        probe.close()
+
+
+def start_remote_copy(sess: Session, leg: int, dest: tuple[str, int], app) -> tuple[int, str]:
+    media = app.media
+    try:
+        local = _routed_ipv4(dest[0])
+        allocator = media.allocators[socket.AF_INET]
+        pair = allocator.allocate(bind_pair(socket.AF_INET, local, app.config.tos))
+    except (OSError, PortsExhausted) as exc:
+        raise CommandError(ECode.CPYFAIL) from exc
+    rtp, rtcp = sess.leg(leg)
+    for st, sock, port in ((rtp, pair.rtp, dest[1]), (rtcp, pair.rtcp, dest[1] + 1)):
+        if st.copier is not None:
+            st.copier.release()
+        st.copier = RemoteCopy(sock, (dest[0], port))
+    if app.config.no_rtcp_record:
+        rtcp.copier.release()
+        rtcp.copier = None
+    rtp.copier.on_close = lambda: allocator.release(pair.port)
+    sess.refresh_fast()
+    return pair.port, local
+
+
+def handle(cmd: Copy, app, peer) -> str:
+    found = app.sessions.find_exact(cmd.call_id, cmd.from_tag, cmd.to_tag)
+    if found is None:
+        raise CommandError(ECode.SESUNKN)
+    sess, leg = found
+    if cmd.target.startswith("udp:"):
+        dest = parse_udp_target(cmd.target)
+        if dest is None:
+            raise CommandError(ECode.CPYFAIL)
+        port, local = start_remote_copy(sess, leg, dest, app)
+        return f"{port} {local}" if cmd.want_port else "0"
+    if cmd.want_port or not app.media.recording.local_copy(sess, leg, cmd.target, cmd.single_file):
+        raise CommandError(ECode.CPYFAIL)
+    return "0"
+
+
+class StreamMirror:
+    """Forwards a copy of what one stream receives out of another session's stream."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def write(self, data, src, dst, arrival_wall_s: float) -> None:
+        target = self.target
+        if target.sock is None or target.remote is None:
+            return
+        try:
+            target.sock.sendto(data, target.remote)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.target = None
+
+    release = close
+
+
+def mirror_session(sub: SubCopy, sess: Session, app) -> None:
+    """Copy both directions of the session named by `sub` into `sess`'s legs."""
+    found = app.sessions.find_exact(sub.call_id, sub.from_tag, sub.to_tag)
+    if found is None or found[0] is sess:
+        raise CommandError(ECode.PARSE_SUBC)
+    other = found[0]
+    for pipe, own in ((other.rtp, sess.rtp), (other.rtcp, sess.rtcp)):
+        for src_st, dst_st in zip(pipe.streams, own.streams, strict=True):
+            if src_st.copier is not None:
+                src_st.copier.release()
+            src_st.copier = StreamMirror(dst_st)
+    other.refresh_fast()

@@ -1,0 +1,28 @@
+"""D: delete sessions by the prefix rule, honouring weak/strong flags (PROTOCOL.md §4.4, §7.6)."""
+
+from __future__ import annotations
+
+from rtpp.commands.command import Delete
+from rtpp.commands.errors import CommandError, ECode
+from rtpp.session import Session
+
+
+def delete_one(sess: Session, leg: int, weak: bool, app) -> None:
+    """Clear the strong flag (or leg `leg`'s weak flag); destroy when no flag is left."""
+    if weak:
+        sess.rtp.streams[leg].weak = False
+    else:
+        sess.strong = False
+    if not sess.strong and not sess.weak:
+        app.media.destroy(sess, "delete")
+
+
+def handle(cmd: Delete, app, peer) -> str:
+    matches = app.sessions.find_prefix(cmd.call_id, cmd.from_tag, cmd.to_tag)
+    if not matches:
+        raise CommandError(ECode.SESUNKN)
+    for sess, leg, exact in matches:
+        delete_one(sess, leg, cmd.weak, app)
+        if exact:
+            break
+    return "0"

@@ -1,0 +1,78 @@
+"""Q: per-session counters of the RTP pair (PROTOCOL.md §4.10, §10.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rtpp.commands.command import Query, SubDelete, SubSet
+from rtpp.commands.errors import CommandError, ECode
+from rtpp.commands.reply import compose_subreplies, limited_query
+from rtpp.session import Session, Stream
+
+DEFAULT_NAMES = ("ttl", "npkts_ina", "npkts_ino", "nrelayed", "ndropped")
+
+
+def _rtpa(attr: str) -> Callable[[Stream, Stream, Session], int]:
+    return lambda a, o, s: getattr(a.analyzer, attr) if a.analyzer is not None else 0
+
+
+def _jitter(attr: str) -> Callable[[Stream, Stream, Session], float]:
+    return lambda a, o, s: getattr(a.analyzer, attr) / 8000.0 if a.analyzer is not None else 0.0
+
+
+#: name -> (value of (a, o, session), is_float); "a" faces the ftag party, "o" the other.
+QUERY_STATS: dict[str, tuple[Callable, bool]] = {
+    "ttl": (lambda a, o, s: max(0, min(s.ttl)), False),
+    "npkts_ina": (lambda a, o, s: a.npkts_in, False),
+    "npkts_ino": (lambda a, o, s: o.npkts_in, False),
+    "longest_ipi": (lambda a, o, s: a.analyzer.longest_ipi if a.analyzer else 0.0, True),
+    "rtpa_jlast": (_jitter("jlast"), True),
+    "rtpa_jmax": (_jitter("jmax"), True),
+    "rtpa_javg": (_jitter("javg"), True),
+    "nrelayed": (lambda a, o, s: a.nrelayed + o.nrelayed, False),
+    "ndropped": (lambda a, o, s: a.ndropped + o.ndropped, False),
+    "rtpa_nsent": (_rtpa("nsent"), False),
+    "rtpa_nrcvd": (_rtpa("nrcvd"), False),
+    "rtpa_ndups": (_rtpa("ndups"), False),
+    "rtpa_nlost": (_rtpa("nlost"), False),
+    "rtpa_perrs": (_rtpa("perrs"), False),
+}
+
+
+def handle(cmd: Query, app, peer) -> str:
+    found = app.sessions.find_exact(cmd.call_id, cmd.from_tag, cmd.to_tag)
+    if found is None:
+        raise CommandError(ECode.SESUNKN)
+    if cmd.mods.lower().strip("v"):
+        raise CommandError(ECode.PARSE_8)
+    verbose = bool(cmd.mods)
+    sess, leg = found
+    a = sess.rtp.streams[leg]
+    o = sess.rtp.streams[1 - leg]
+    parts = []
+    for name in cmd.names or DEFAULT_NAMES:
+        stat = QUERY_STATS.get(name)
+        if stat is None:
+            raise CommandError(ECode.QRYFAIL)
+        getter, is_float = stat
+        value = getter(a, o, sess)
+        text = f"{value:f}" if is_float else str(int(value))
+        parts.append(f"{name}={text}" if verbose else text)
+    body = limited_query(" ".join(parts))
+    if body.startswith("E"):
+        raise CommandError(ECode.RTOOBIG_2)
+    results = [_run_sub(sub, sess, leg, app) for sub in cmd.subcommands]
+    return compose_subreplies(body, results)
+
+
+def _run_sub(sub, sess: Session, leg: int, app):
+    if isinstance(sub, SubDelete):
+        from rtpp.commands.delete import delete_one
+
+        delete_one(sess, 1, sub.weak, app)
+        return None
+    if isinstance(sub, SubSet):
+        from rtpp.commands.update import set_leg
+
+        return set_leg(sub, sess, leg, app.config.ttl_independent)
+    return -1

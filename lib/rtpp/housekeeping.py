@@ -1,0 +1,92 @@
+"""The 1 Hz sweeper: inactivity timers, session expiry, and the pps_in gauge.
+
+Packets do not touch timers: the sweeper sees activity as a change of each stream's
+accepted-packet count since its last pass (packets dropped for an active player do
+not count), which keeps the per-packet path free of timer work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+
+from rtpp.session import Session
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 1.0
+
+
+def leg_active(sess: Session, index: int) -> bool:
+    """True if leg `index` accepted packets since the last sweep (and remember the count)."""
+    active = False
+    for st in sess.leg(index):
+        mark = st.npkts_in - st.nplayer_drop
+        if mark != st.ttl_mark:
+            st.ttl_mark = mark
+            active = True
+    return active
+
+
+def tick(sess: Session, independent: bool) -> bool:
+    """Advance one session's timers by a second; True when it has expired."""
+    active = [leg_active(sess, 0), leg_active(sess, 1)]
+    if sess.complete:
+        if independent:
+            for i in (0, 1):
+                if active[i]:
+                    sess.ttl[i] = sess.ttl_max[i]
+        elif active[0] or active[1]:
+            sess.reset_ttl()
+    if min(sess.ttl) <= 0:
+        return True
+    sess.ttl[0] -= 1
+    sess.ttl[1] -= 1
+    return False
+
+
+class Sweeper:
+    def __init__(self, media) -> None:
+        self.media = media
+        self.greenlet: gevent.Greenlet | None = None
+        self.last_rcvd = 0
+        self.last_time = 0.0
+
+    def start(self) -> None:
+        self.last_time = time.monotonic()
+        self.greenlet = gevent.spawn(self._loop)
+
+    def stop(self) -> None:
+        if self.greenlet is not None:
+            self.greenlet.kill(block=False)
+            self.greenlet = None
+
+    def _loop(self) -> None:
+        deadline = time.monotonic()
+        while True:
+            deadline += SWEEP_INTERVAL_S
+            gevent.sleep(max(0.0, deadline - time.monotonic()))
+            try:
+                self.sweep(time.monotonic())
+            except Exception:
+                log.exception("sweep failed")
+
+    def sweep(self, now: float) -> None:
+        media = self.media
+        independent = media.config.ttl_independent
+        for sess in list(media.sessions):
+            if tick(sess, independent):
+                log.info("%s: session timeout", sess.call_id)
+                media.destroy(sess, "timeout")
+        self._update_pps(now)
+
+    def _update_pps(self, now: float) -> None:
+        values = self.media.counters.values
+        rcvd = values["npkts_rcvd"] + self.media.live_sum("npkts_rcvd")
+        elapsed = now - self.last_time
+        if elapsed > 0:
+            values["pps_in"] = max(0, rcvd - self.last_rcvd) / elapsed
+        self.last_rcvd = rcvd
+        self.last_time = now

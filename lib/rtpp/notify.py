@@ -1,0 +1,168 @@
+"""Timeout notifications to the `-n` targets (PROTOCOL.md §9, OPERATIONS.md §2.12).
+
+Each target has its own bounded queue and sender greenlet holding one persistent
+stream connection, so a target that is down, slow or never reads delays nobody else:
+not the other targets, not commands, not media, not shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.queue import Full, Queue
+
+from rtpp.control.peer import Peer
+
+log = logging.getLogger(__name__)
+
+CC_SELF = "%%CC_SELF%%"
+QUEUE_LIMIT = 1000
+CONNECT_TIMEOUT_S = 3.0
+SEND_TIMEOUT_S = 3.0
+SEND_RETRIES = 3
+
+
+class NotifyConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    name: str  # what a U's notify socket is compared with
+    family: int
+    address: str | None  # unix path or IPv4 host; None for the %%CC_SELF%% wildcard
+    port: int = 0
+
+    @property
+    def wildcard(self) -> bool:
+        return self.address is None
+
+
+def parse_target(text: str) -> TargetSpec:
+    if not text:
+        raise NotifyConfigError("timeout notification socket name too short")
+    if text.startswith("tcp:"):
+        host, sep, port_text = text[4:].rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise NotifyConfigError(f"error adding timeout notification: invalid port in {text}")
+        if host == CC_SELF:
+            return TargetSpec(text, socket.AF_INET, None, int(port_text))
+        try:
+            addr = socket.gethostbyname(host)
+        except OSError as exc:
+            raise NotifyConfigError(f"error adding timeout notification: {host}: {exc}") from exc
+        return TargetSpec(text, socket.AF_INET, addr, int(port_text))
+    path = text[5:] if text.startswith("unix:") else text
+    return TargetSpec("unix:" + path, socket.AF_UNIX, path)
+
+
+@dataclass(eq=False)
+class Target:
+    """One connection target with its queue and sender greenlet."""
+
+    family: int
+    address: object  # path or (host, port)
+    queue: Queue = field(default_factory=lambda: Queue(QUEUE_LIMIT))
+    sock: socket.socket | None = None
+    greenlet: gevent.Greenlet | None = None
+    nsent: int = 0
+    nfailed: int = 0
+
+    def submit(self, message: bytes) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except Full:
+            self.nfailed += 1
+            log.error("notification queue for %s is full, dropping a notification", self.address)
+            return
+        if self.greenlet is None or self.greenlet.dead:
+            self.greenlet = gevent.spawn(self._send_loop)
+
+    def _send_loop(self) -> None:
+        while True:
+            message = self.queue.get()
+            if self._send(message):
+                self.nsent += 1
+            else:
+                self.nfailed += 1
+                log.error("unable to send timeout notification to %s", self.address)
+
+    def _send(self, message: bytes) -> bool:
+        for _ in range(1 + SEND_RETRIES):
+            if self.sock is None and not self._connect():
+                return False
+            try:
+                with gevent.Timeout(SEND_TIMEOUT_S):
+                    self.sock.sendall(message)
+                return True
+            except (OSError, gevent.Timeout) as exc:
+                log.warning("notification to %s failed: %s", self.address, exc)
+                self._disconnect()
+        return False
+
+    def _connect(self) -> bool:
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            with gevent.Timeout(CONNECT_TIMEOUT_S):
+                sock.connect(self.address)
+        except (OSError, gevent.Timeout) as exc:
+            sock.close()
+            log.error("can't connect to notification target %s: %s", self.address, exc)
+            return False
+        self.sock = sock
+        return True
+
+    def _disconnect(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def close(self) -> None:
+        if self.greenlet is not None:
+            self.greenlet.kill(block=False)
+        self._disconnect()
+
+
+class Notifier:
+    def __init__(self, specs: tuple[str, ...]) -> None:
+        self.specs = [parse_target(text) for text in specs]
+        self.targets: dict[object, Target] = {}
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.specs)
+
+    def match(self, name: str) -> TargetSpec | None:
+        """The configured target a U's notify socket names (PROTOCOL.md §9.2)."""
+        for spec in self.specs:
+            if not spec.wildcard and spec.name == name:
+                return spec
+        if ":" not in name:
+            for spec in self.specs:
+                if spec.family == socket.AF_UNIX and spec.address == name:
+                    return spec
+            return None
+        for spec in self.specs:
+            if spec.wildcard and spec.name == name:
+                return spec
+        return None
+
+    def resolve(self, spec: TargetSpec, peer: Peer) -> tuple[int, object]:
+        """The concrete (family, address) for a session; %%CC_SELF%% uses the sender's IPv4."""
+        if spec.family == socket.AF_UNIX:
+            return spec.family, spec.address
+        host = peer.ipv4_host if spec.wildcard else spec.address
+        return spec.family, (host, spec.port)
+
+    def send(self, dest: tuple[int, object], tag: bytes) -> None:
+        target = self.targets.get(dest)
+        if target is None:
+            target = self.targets[dest] = Target(*dest)
+        target.submit(tag + b"\n")
+
+    def close(self) -> None:
+        for target in self.targets.values():
+            target.close()

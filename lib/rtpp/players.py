@@ -1,0 +1,68 @@
+"""Attaching prompt players to streams (P and S; OPERATIONS.md §4)."""
+
+from __future__ import annotations
+
+import logging
+
+import gevent
+
+from rtpp.player import Player, PromptSchedule
+from rtpp.session import Stream
+from rtpp.stats import Counters
+
+log = logging.getLogger(__name__)
+
+#: How often a player waiting for its party's address looks again.
+ADDRESS_POLL_S = 0.05
+SMALL_PACKET_BYTES = 128
+
+
+class Players:
+    def __init__(self, counters: Counters, dup_small: bool) -> None:
+        self.counters = counters
+        self.dup_small = dup_small
+
+    def start(self, st: Stream, schedule: PromptSchedule) -> None:
+        """Play `schedule` to the party `st` faces, from `st`'s own socket."""
+        self.stop(st)
+        player = Player(schedule, lambda pkt: self._send(st, pkt), on_complete=self._finished(st))
+        st.player = player
+        self.counters.incr("nplrs_created")
+        st.session.refresh_fast()
+        gevent.spawn(self._start_when_addressed, st, player)
+
+    def stop(self, st: Stream) -> bool:
+        player = st.player
+        if player is None:
+            return False
+        st.player = None
+        player.stop()
+        self.counters.incr("nplrs_destroyed")
+        log.info("%s: stopping player at port %d", st.session.call_id, st.port)
+        st.session.refresh_fast()
+        return True
+
+    def _start_when_addressed(self, st: Stream, player: Player) -> None:
+        while st.player is player and (st.remote is None or st.sock is None):
+            gevent.sleep(ADDRESS_POLL_S)
+        if st.player is player:
+            player.start()
+
+    def _send(self, st: Stream, packet: bytes) -> None:
+        if st.sock is None or st.remote is None:
+            return
+        st.sock.sendto(packet, st.remote)
+        if self.dup_small and len(packet) < SMALL_PACKET_BYTES:
+            st.sock.sendto(packet, st.remote)
+        self.counters.values["npkts_played"] += 1
+
+    def _finished(self, st: Stream):
+        def on_complete(player: Player) -> None:
+            if st.player is not player:
+                return
+            st.player = None
+            self.counters.incr("nplrs_destroyed")
+            log.info("%s: player at port %d has finished", st.session.call_id, st.port)
+            st.session.refresh_fast()
+
+        return on_complete

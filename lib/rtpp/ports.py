@@ -1,0 +1,108 @@
+"""Media port pairs inside [-m, -M]: RTP on an even port, RTCP on the next one."""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+RCVBUF_BYTES = 256 * 1024
+#: bind() errors that mean "this port is taken, try the next one".
+BUSY_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES})
+
+
+class PortsExhausted(Exception):
+    """No free pair could be bound in the range."""
+
+
+@dataclass(slots=True)
+class SocketPair:
+    port: int
+    rtp: socket.socket
+    rtcp: socket.socket
+
+    def close(self) -> None:
+        self.rtp.close()
+        self.rtcp.close()
+
+
+def open_media_socket(family: int, host: str, port: int, tos: int) -> socket.socket:
+    """A non-blocking UDP socket bound to host:port; raises OSError on failure."""
+    # The plain C socket type: the relay drives it from an I/O watcher, not gevent's
+    # cooperative wrapper.
+    sock = socket._socket.socket(family, socket.SOCK_DGRAM)  # type: ignore[attr-defined]
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        if family == socket.AF_INET and tos:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class PortAllocator:
+    """Hands out even RTP ports of one address family, round-robin over a shuffled table.
+
+    A just-released port is not reused at once: allocation continues after the last
+    port handed out. Unlike the classic table walk (at most N-1 candidates), every pair
+    is tried, so a range holding one free pair still yields it.
+    """
+
+    def __init__(
+        self,
+        port_min: int,
+        port_max: int,
+        sequential: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ports = list(range(port_min, port_max + 1, 2))
+        if not sequential:
+            (rng or random.SystemRandom()).shuffle(self.ports)
+        self.next_index = 0
+        self.in_use: set[int] = set()
+
+    @property
+    def size(self) -> int:
+        return len(self.ports)
+
+    def allocate(self, bind: Callable[[int], SocketPair]) -> SocketPair:
+        """Bind the next free pair with `bind(port)`; BUSY errors move on, others raise."""
+        count = len(self.ports)
+        for step in range(count):
+            index = (self.next_index + step) % count
+            port = self.ports[index]
+            if port in self.in_use:
+                continue
+            try:
+                pair = bind(port)
+            except OSError as exc:
+                if exc.errno in BUSY_ERRNOS:
+                    continue
+                raise
+            self.next_index = (index + 1) % count
+            self.in_use.add(port)
+            return pair
+        raise PortsExhausted
+
+    def release(self, port: int) -> None:
+        self.in_use.discard(port)
+
+
+def bind_pair(family: int, host: str, tos: int) -> Callable[[int], SocketPair]:
+    def bind(port: int) -> SocketPair:
+        rtp = open_media_socket(family, host, port, tos)
+        try:
+            rtcp = open_media_socket(family, host, port + 1, tos)
+        except BaseException:
+            rtp.close()
+            raise
+        return SocketPair(port, rtp, rtcp)
+
+    return bind

@@ -1,0 +1,146 @@
+"""Session state: Session -> two Pipes (RTP, RTCP) -> two Streams each.
+
+Stream index 1 faces the party named by the session's from-tag (the "caller"), stream
+0 faces the other party. Packets from a party arrive on the socket of the stream that
+faces it and leave from the socket of the opposite stream of the same pipe.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtpp.config import ListenAddr
+
+Address = tuple  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
+
+
+def make_address(family: int, host: str, port: int) -> Address:
+    """The address tuple in the exact shape recvfrom() returns, so `==` compares sources."""
+    if family == socket.AF_INET6:
+        return (socket.inet_ntop(family, socket.inet_pton(family, host)), port, 0, 0)
+    return (host, port)
+
+
+@dataclass(slots=True, eq=False)
+class Stream:
+    session: Session
+    index: int
+    is_rtp: bool
+    peer: Stream = None  # type: ignore[assignment]  # opposite stream of the same pipe
+    laddr: ListenAddr | None = None
+    sock: Any = None  # a bound non-blocking socket once the leg has ports
+    port: int = 0
+    local: tuple = ()  # (host, port) the socket is bound to
+    # Remote party.
+    remote: Address | None = None
+    latched: bool = False
+    learned: bool = False  # remote came from packets: commands never override it
+    asymmetric: bool = False
+    on_hold: bool = False
+    cmd_remote: Address | None = None  # the last address a command supplied
+    cmd_changed_at: float = -1e9  # monotonic time a command last changed the address
+    # Fast path: the plain accept-and-forward case needs no other checks.
+    fast: bool = False
+    # Counters.
+    nrcvd: int = 0  # every packet read on a complete session
+    npkts_in: int = 0  # accepted
+    nrelayed: int = 0
+    ndropped: int = 0
+    nignored: int = 0
+    nplayer_drop: int = 0  # accepted but dropped for an active player (no TTL refresh)
+    ttl_mark: int = 0  # npkts_in - nplayer_drop at the last sweep
+    longest_ipi: float = 0.0
+    # Attachments.
+    analyzer: Any = None  # rtp.RtpAnalyzer for RTP streams
+    recorder: Any = None
+    copier: Any = None  # remote copy (udp) or local copy recorder
+    resizer: Any = None
+    player: Any = None
+    codecs: str | None = None
+    ptime_ms: int = 0
+    weak: bool = False
+    relay: Any = None  # relay.StreamRelay owning the socket
+
+    @property
+    def has_ports(self) -> bool:
+        return self.sock is not None
+
+
+@dataclass(slots=True, eq=False)
+class Pipe:
+    streams: tuple[Stream, Stream]
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    call_id: str
+    from_tag: str
+    created: float  # monotonic
+    created_wall: float
+    rtp: Pipe = None  # type: ignore[assignment]
+    rtcp: Pipe = None  # type: ignore[assignment]
+    strong: bool = True
+    complete: bool = False
+    # Inactivity timers per leg; in unified mode both move together.
+    ttl: list[int] = field(default_factory=lambda: [0, 0])
+    ttl_max: list[int] = field(default_factory=lambda: [0, 0])
+    notify_target: Any = None
+    notify_tag: bytes | None = None
+    deleted: bool = False
+    seq: int = 0  # creation order within the table
+    allow_fast: bool = True  # False when every packet needs the full path (-2)
+
+    def __post_init__(self) -> None:
+        self.rtp = _make_pipe(self, True)
+        self.rtcp = _make_pipe(self, False)
+
+    def leg(self, index: int) -> tuple[Stream, Stream]:
+        """The RTP and RTCP streams of leg `index`."""
+        return self.rtp.streams[index], self.rtcp.streams[index]
+
+    def streams(self) -> tuple[Stream, Stream, Stream, Stream]:
+        return (*self.rtp.streams, *self.rtcp.streams)
+
+    @property
+    def weak(self) -> bool:
+        return self.rtp.streams[0].weak or self.rtp.streams[1].weak
+
+    @property
+    def tag_base(self) -> str:
+        return self.from_tag.split(";", 1)[0]
+
+    def reset_ttl(self) -> None:
+        self.ttl[0], self.ttl[1] = self.ttl_max
+
+    def set_ttl_max(self, value: int, legs: tuple[int, ...] = (0, 1)) -> None:
+        for i in legs:
+            self.ttl_max[i] = value
+            self.ttl[i] = value
+
+    def refresh_fast(self) -> None:
+        """Recompute each stream's fast-path flag after any state change."""
+        for st in self.streams():
+            peer = st.peer
+            st.fast = (
+                self.allow_fast
+                and self.complete
+                and st.latched
+                and st.remote is not None
+                and not st.asymmetric
+                and peer.sock is not None
+                and peer.remote is not None
+                and peer.player is None
+                and st.recorder is None
+                and st.copier is None
+                and st.resizer is None
+                and not st.session.deleted
+            )
+
+
+def _make_pipe(session: Session, is_rtp: bool) -> Pipe:
+    s0 = Stream(session, 0, is_rtp)
+    s1 = Stream(session, 1, is_rtp)
+    s0.peer, s1.peer = s1, s0
+    return Pipe((s0, s1))
