@@ -115,6 +115,14 @@ def accept_source(st: Stream, data, n: int, src: tuple, now: float, ctx: RelayCo
     if st.asymmetric:
         return src[0] == remote[0]
     if not st.latched:
+        log.info(
+            "%s: %s leg %d moved from %s to %s",
+            st.session.call_id,
+            _kind(st),
+            st.index,
+            remote[:2],
+            src[:2],
+        )
         _learn(st, src)
         return True
     if ctx.strict_source or not _may_relatch(st, data, n, now):
