@@ -198,8 +198,7 @@ def pick_leg_laddr(sess: Session, sel: int, mods: AddrMods, app) -> ListenAddr:
     if mods.new_port and len(mods.bridge) > 1:
         return _bridge_laddr(app, mods.bridge[1])
     current = sess.leg(sel)[0].laddr
-    family = _family(mods)
-    if current is not None and current.family == family:
+    if current is not None and (mods.bridge or current.family == _family(mods)):
         return current
     return _default_for(mods, app)
 

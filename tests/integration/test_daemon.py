@@ -1,0 +1,175 @@
+"""Daemon behaviour against real processes (OPERATIONS.md 2)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+
+import pytest
+from helpers import (
+    free_udp_port,
+    next_port_range,
+    pid_alive,
+    rtpproxy_command,
+    short_tmpdir,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def proc_ids(pid: int) -> dict[str, list[int]]:
+    ids = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("Uid", "Gid", "Groups"):
+                ids[key] = [int(v) for v in value.split()]
+    return ids
+
+
+def test_daemonizing_parent_exits_0_once_ready(rtpproxy):
+    d = short_tmpdir()
+    sock = os.path.join(d, "ctl.sock")
+    pidfile = os.path.join(d, "pid")
+    udp = free_udp_port()
+    p = rtpproxy(
+        "-s", f"udp:127.0.0.1:{udp}", "-s", f"unix:{sock}", "-p", pidfile, foreground=False
+    )  # fmt: skip
+    assert p.proc.returncode == 0
+    assert p.daemon_pid != p.proc.pid and pid_alive(p.daemon_pid)
+    assert stat.S_ISSOCK(os.stat(sock).st_mode)
+    with open(f"/proc/{p.daemon_pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    assert int(fields[3]) == p.daemon_pid  # session leader (setsid)
+    assert os.readlink(f"/proc/{p.daemon_pid}/cwd") == "/"
+    assert os.readlink(f"/proc/{p.daemon_pid}/fd/0") == "/dev/null"
+    p.stop()
+    assert not pid_alive(p.daemon_pid)
+    assert not os.path.exists(pidfile) and not os.path.exists(sock)
+
+
+def test_daemon_keeps_cwd_with_D(rtpproxy):
+    d = short_tmpdir()
+    p = rtpproxy("-D", "-p", os.path.join(d, "pid"), foreground=False)
+    assert os.readlink(f"/proc/{p.daemon_pid}/cwd") == os.getcwd()
+
+
+def start_raw(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        rtpproxy_command() + list(args), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("foreground", [True, False])
+def test_bind_failure_exits_1_with_message(foreground):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        low, high = next_port_range()
+        d = short_tmpdir()
+        args = ["-F", "-s", f"udp:127.0.0.1:{port}", "-m", str(low), "-M", str(high)]
+        args += ["-p", os.path.join(d, "pid")] + (["-f"] if foreground else [])
+        result = start_raw(*args)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"rtpproxy: can't bind to a socket: udp:127.0.0.1:{port}: Address already in use"
+    assert not os.path.exists(os.path.join(d, "pid"))
+
+
+def test_pidfile_holds_the_pid_and_is_removed_on_term(rtpproxy):
+    p = rtpproxy()
+    pidfile = os.path.join(p.tmpdir, "pid")
+    with open(pidfile) as f:
+        assert f.read() == f"{p.pid}\n"
+    assert p.stop() == 0
+    assert not os.path.exists(pidfile)
+    assert "INFO:GLOBAL:main: rtpproxy started, pid" in p.stderr_text()
+    assert "rtpproxy ended" in p.stderr_text()
+
+
+def test_pidfile_of_someone_else_is_left_alone(rtpproxy):
+    p = rtpproxy()
+    pidfile = os.path.join(p.tmpdir, "pid")
+    with open(pidfile, "w") as f:
+        f.write("1\n")
+    assert p.stop() == 0
+    with open(pidfile) as f:
+        assert f.read() == "1\n"
+
+
+def test_dev_null_pidfile_is_never_unlinked(rtpproxy):
+    before = os.stat("/dev/null")
+    p = rtpproxy("-p", "/dev/null")
+    assert p.stop() == 0
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2])
+def test_terminating_signals_exit_0(rtpproxy, sig):
+    p = rtpproxy()
+    assert p.stop(sig) == 0
+    assert f"got signal {int(sig)}" in p.stderr_text()
+
+
+def test_second_term_during_shutdown_is_harmless(rtpproxy):
+    p = rtpproxy()
+    os.kill(p.pid, signal.SIGTERM)
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.proc.wait(timeout=10) == 0
+    assert "Traceback" not in p.stderr_text()
+
+
+def test_sigpipe_is_ignored(rtpproxy):
+    p = rtpproxy()
+    os.kill(p.pid, signal.SIGPIPE)
+    assert p.cmd("V") == "20040107"
+
+
+def test_sighup_drains_and_exits_0_without_sessions(rtpproxy):
+    p = rtpproxy()
+    os.kill(p.pid, signal.SIGHUP)
+    assert p.proc.wait(timeout=10) == 0
+    err = p.stderr_text()
+    assert "got SIGHUP, initiating deorbiting-burn sequence" in err
+    assert "deorbiting-burn sequence completed, exiting" in err
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root")
+def test_u_nobody_drops_privileges(rtpproxy):
+    nobody = pwd.getpwnam("nobody")
+    d = short_tmpdir()
+    os.chmod(d, 0o777)
+    p = rtpproxy("-u", "nobody", "-p", os.path.join(d, "pid"))
+    ids = proc_ids(p.pid)
+    assert set(ids["Uid"]) == {nobody.pw_uid}
+    assert set(ids["Gid"]) == {nobody.pw_gid}  # the primary group, not root's 0
+    assert 0 not in ids["Groups"]
+    assert p.stop() == 0
+
+
+def test_stale_unix_socket_is_replaced_at_restart(rtpproxy):
+    d = short_tmpdir()
+    path = os.path.join(d, "ctl.sock")
+    first = rtpproxy("-s", f"unix:{path}")
+    first.stop(signal.SIGKILL)
+    assert stat.S_ISSOCK(os.stat(path).st_mode)  # left behind by the killed daemon
+    second = rtpproxy("-s", f"unix:{path}")
+    assert second.cmd("V") == "20040107"
+
+
+def test_regular_file_at_socket_path_is_not_removed():
+    d = short_tmpdir()
+    path = os.path.join(d, "not-a-socket")
+    with open(path, "w") as f:
+        f.write("keep")
+    low, high = next_port_range()
+    result = start_raw("-f", "-F", "-s", f"unix:{path}", "-m", str(low), "-M", str(high))
+    assert result.returncode == 1
+    assert "can't bind to a socket" in result.stderr
+    with open(path) as f:
+        assert f.read() == "keep"
