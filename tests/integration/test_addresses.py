@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import UdpClient
 
+from helpers import UdpClient
 from integration.media_util import parse_port_reply, rtp
 
 pytestmark = pytest.mark.timeout(60)

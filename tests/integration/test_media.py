@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+
 from helpers import UdpClient
 from integration.media_util import kamailio_call, open_fds, parse_port_reply, rtp
 

@@ -7,8 +7,8 @@ import socket
 import time
 
 import pytest
-from helpers import free_tcp_port, short_tmpdir
 
+from helpers import free_tcp_port, short_tmpdir
 from integration.media_util import kamailio_call, rtp
 
 pytestmark = pytest.mark.timeout(120)
