@@ -17,6 +17,10 @@ from rtpp.session import Session
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+#: --overload_prot: refuse new sessions above this share of one core, accept again below
+#: the lower mark (the classic's thresholds).
+OVERLOAD_HIGH = 0.90
+OVERLOAD_LOW = 0.85
 
 
 def leg_active(sess: Session, index: int) -> bool:
@@ -53,6 +57,7 @@ class Sweeper:
         self.greenlet: gevent.Greenlet | None = None
         self.last_rcvd = 0
         self.last_time = 0.0
+        self.last_cpu = time.process_time()
 
     def start(self) -> None:
         self.last_time = time.monotonic()
@@ -80,13 +85,25 @@ class Sweeper:
             if tick(sess, independent):
                 log.info("%s: session timeout", sess.call_id)
                 media.destroy(sess, "timeout")
-        self._update_pps(now)
+        self._update_rates(now)
 
-    def _update_pps(self, now: float) -> None:
-        values = self.media.counters.values
-        rcvd = values["npkts_rcvd"] + self.media.live_sum("npkts_rcvd")
+    def _update_rates(self, now: float) -> None:
+        media = self.media
+        values = media.counters.values
+        rcvd = values["npkts_rcvd"] + media.live_sum("npkts_rcvd")
+        cpu = time.process_time()
         elapsed = now - self.last_time
         if elapsed > 0:
             values["pps_in"] = max(0, rcvd - self.last_rcvd) / elapsed
+            media.load = (cpu - self.last_cpu) / elapsed
+            media.overloaded = overload_state(media.overloaded, media.load)
         self.last_rcvd = rcvd
+        self.last_cpu = cpu
         self.last_time = now
+
+
+def overload_state(overloaded: bool, load: float) -> bool:
+    """Hysteresis between the two marks."""
+    if overloaded:
+        return load >= OVERLOAD_LOW
+    return load > OVERLOAD_HIGH

@@ -35,6 +35,8 @@ class Media:
         self.sessions = sessions
         self.notifier = notifier
         self.draining = False
+        self.load = 0.0  # share of one core used in the last second
+        self.overloaded = False
         self.ctx = RelayContext(counters, config.strict_source, config.dup_small)
         self.allocators = {
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
@@ -48,6 +50,8 @@ class Media:
     def create_session(self, call_id: str, from_tag: str) -> Session:
         if self.draining:
             raise CommandError(ECode.SLOWSHTDN)
+        if self.overloaded and self.config.overload_prot:
+            raise CommandError(ECode.OVERLOAD)
         sess = Session(call_id, from_tag, time.monotonic(), time.time())
         sess.allow_fast = not self.config.dup_small
         sess.set_ttl_max(self.config.setup_ttl_s)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from rtpp.commands.command import Info
-from rtpp.commands.reply import limited_info
+from rtpp.commands.errors import ECode
+from rtpp.commands.reply import require_fit
 
 
 def handle(cmd: Info, app, peer) -> str:
@@ -20,4 +21,4 @@ def handle(cmd: Info, app, peer) -> str:
     ]
     if cmd.load:
         lines.append(f"average load: {0.0:f}")
-    return limited_info("\n".join(lines))
+    return require_fit("\n".join(lines), ECode.NOMEM_6)

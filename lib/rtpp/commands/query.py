@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from rtpp.commands.command import Query, SubDelete, SubSet
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.commands.reply import compose_subreplies, limited_query
+from rtpp.commands.reply import compose_subreplies, require_fit
 from rtpp.session import Session, Stream
 
 DEFAULT_NAMES = ("ttl", "npkts_ina", "npkts_ino", "nrelayed", "ndropped")
@@ -58,9 +58,7 @@ def handle(cmd: Query, app, peer) -> str:
         value = getter(a, o, sess)
         text = f"{value:f}" if is_float else str(int(value))
         parts.append(f"{name}={text}" if verbose else text)
-    body = limited_query(" ".join(parts))
-    if body.startswith("E"):
-        raise CommandError(ECode.RTOOBIG_2)
+    body = require_fit(" ".join(parts), ECode.RTOOBIG_2)
     results = [_run_sub(sub, sess, leg, app) for sub in cmd.subcommands]
     return compose_subreplies(body, results)
 

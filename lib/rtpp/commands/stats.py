@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rtpp.commands.command import Stats
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.commands.reply import limited_stats
+from rtpp.commands.reply import require_fit
 from rtpp.stats import STAT_NAMES, format_stat
 
 #: Counters kept per live stream and folded in when the stream ends.
@@ -38,4 +38,4 @@ def handle(cmd: Stats, app, peer) -> str:
             raise CommandError(ECode.STSFAIL)
         text = format_stat(name, stat_value(app, name))
         parts.append(f"{name}={text}" if cmd.verbose else text)
-    return limited_stats(" ".join(parts))
+    return require_fit(" ".join(parts), ECode.RTOOBIG_1)
