@@ -17,7 +17,8 @@ def _rtpa(attr: str) -> Callable[[Stream, Stream, Session], int]:
 
 
 def _jitter(attr: str) -> Callable[[Stream, Stream, Session], float]:
-    return lambda a, o, s: getattr(a.analyzer, attr) / 8000.0 if a.analyzer is not None else 0.0
+    """Jitter in RTP timestamp units, as the classic analyser reports it."""
+    return lambda a, o, s: getattr(a.analyzer, attr) if a.analyzer is not None else 0.0
 
 
 #: name -> (value of (a, o, session), is_float); "a" faces the ftag party, "o" the other.
