@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import gevent
+import gevent.threadpool  # noqa: F401  recorders use the pool; import before dropping privileges
 
-from rtpp.commands import HANDLERS, FailedReply
+from rtpp.commands import FailedReply, load_handlers
 from rtpp.commands.command import ParseContext
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.parse import parse_command
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.handlers = load_handlers()
         self.counters = Counters()
         self.sessions = SessionTable()
         self.notifier = Notifier(config.notify_targets)
@@ -66,7 +67,7 @@ class App:
         counters.incr("ncmds_rcvd")
         try:
             cmd = parse_command(line, self.parse_ctx)
-            body = HANDLERS[type(cmd)](cmd, self, peer)
+            body = self.handlers[type(cmd)](cmd, self, peer)
         except CommandError as exc:
             body = FailedReply(f"E{int(exc.ecode)}")
         except (gevent.GreenletExit, KeyboardInterrupt, SystemExit):
@@ -80,11 +81,3 @@ class App:
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
-
-
-def is_ipv6_host(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6, host)
-    except OSError:
-        return False
-    return True

@@ -60,10 +60,11 @@ def _registry() -> dict:
     }
 
 
-class _LazyHandlers(dict):
-    def __missing__(self, key):
-        self.update(_registry())
-        return dict.__getitem__(self, key)
+def load_handlers() -> dict:
+    """Import every handler module now: the daemon does it before dropping privileges."""
+    if not HANDLERS:
+        HANDLERS.update(_registry())
+    return HANDLERS
 
 
-HANDLERS: dict = _LazyHandlers()
+HANDLERS: dict = {}
