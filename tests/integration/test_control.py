@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+
 from helpers import free_tcp_port, free_udp_port, next_port_range, rtpproxy_command, short_tmpdir
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,7 +78,7 @@ def test_udp_answers_v_with_cookie(rtpproxy):
 @needs_ipv6
 def test_udp6(rtpproxy):
     port = free_udp_port("::1", socket.AF_INET6)
-    p = rtpproxy("-s", f"udp6:::1:{port}")
+    rtpproxy("-s", f"udp6:::1:{port}")
     assert udp_exchange(("::1", port), b"c6 V") == b"c6 " + VERSION
 
 

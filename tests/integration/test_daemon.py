@@ -10,6 +10,7 @@ import stat
 import subprocess
 
 import pytest
+
 from helpers import (
     free_udp_port,
     next_port_range,
@@ -76,7 +77,10 @@ def test_bind_failure_exits_1_with_message(foreground):
         result = start_raw(*args)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert lines[0] == f"rtpproxy: can't bind to a socket: udp:127.0.0.1:{port}: Address already in use"
+    assert (
+        lines[0]
+        == f"rtpproxy: can't bind to a socket: udp:127.0.0.1:{port}: Address already in use"
+    )
     assert not os.path.exists(os.path.join(d, "pid"))
 
 

@@ -1,0 +1,525 @@
+"""Control listeners: UDP/UDP6 datagrams, unix one-shot, continuous streams, stdio.
+
+Every listener has the same verbs as a gevent server: `bind()` (done before
+daemonizing and dropping privileges), `start(app)`, `close()` (stop accepting,
+release the socket) and `stop(timeout)` (close, then end client greenlets).
+All are idempotent. Commands run through `app.execute(line, peer) -> str`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import gevent
+from gevent.event import Event
+from gevent.greenlet import Greenlet
+from gevent.pool import Group
+
+from rtpp.control.peer import Peer
+from rtpp.control.rcache import ReplyCache
+from rtpp.control.spec import ControlSpec
+from rtpp.daemon import chown_socket, unlink_socket
+from rtpp.sdnotify import listen_fds
+
+log = logging.getLogger(__name__)
+
+BUF_SIZE = 8192
+MAX_COMMAND = BUF_SIZE - 1
+UNIX_PATH_MAX = 107
+BACKLOG = 32
+UDP_RCVBUF = 64 * 1024
+E5_REPLY = b"E5\n"
+_SEPARATORS = re.compile(rb"[ \t\r\n]+")
+
+
+class App(Protocol):
+    counters: object
+
+    def execute(self, line: bytes, peer: Peer) -> str: ...
+
+
+class BindError(Exception):
+    """`rtpproxy: can't bind to a socket: <spec>: <strerror>`."""
+
+    def __init__(self, spec: ControlSpec, reason: str) -> None:
+        super().__init__(f"can't bind to a socket: {spec.text}: {reason}")
+        self.spec = spec
+        self.reason = reason
+
+
+def encode_reply(text: str) -> bytes:
+    return text.encode("latin-1", "replace")
+
+
+def _spawn(func: Callable, *args, group: Group | None = None) -> Greenlet:
+    greenlet = Greenlet(func, *args)
+    greenlet.link_exception(_log_crash)
+    if group is not None:
+        group.add(greenlet)
+    greenlet.start()
+    return greenlet
+
+
+def _log_crash(greenlet: Greenlet) -> None:
+    log.error("control greenlet %r crashed", greenlet, exc_info=greenlet.exc_info)
+
+
+class Listener:
+    """Common lifecycle; subclasses implement `_bind()` and `_serve_loop()`."""
+
+    #: seconds `stop()` waits for client greenlets before killing them
+    stop_timeout: float = 1.0
+
+    def __init__(self, spec: ControlSpec) -> None:
+        self.spec = spec
+        self.sock: socket.socket | None = None
+        self.app: App | None = None
+        self._loop: Greenlet | None = None
+        self._clients = Group()
+        self._closed = Event()
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def bind(self) -> None:
+        if self.sock is None and not self.closed:
+            self._bind()
+
+    def _bind(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def start(self, app: App) -> None:
+        if self.started or self.closed:
+            return
+        self.bind()
+        self.app = app
+        self._loop = _spawn(self._serve_loop)
+
+    def _serve_loop(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._closed.set()
+        if self._loop is not None and self._loop is not gevent.getcurrent():
+            self._loop.kill(block=False)
+        if self.sock is not None:
+            self.sock.close()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        pass
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.close()
+        self._clients.join(timeout=self.stop_timeout if timeout is None else timeout)
+        self._clients.kill(block=True, timeout=1)
+
+    def serve_forever(self, app: App) -> None:
+        self.start(app)
+        self._closed.wait()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _execute(self, line: bytes, peer: Peer) -> bytes:
+        assert self.app is not None
+        return encode_reply(self.app.execute(line, peer))
+
+
+# ---------------------------------------------------------------- datagrams
+
+
+def _inet_family(spec: ControlSpec) -> int:
+    return socket.AF_INET6 if spec.ipv6 else socket.AF_INET
+
+
+def resolve_inet(spec: ControlSpec, socktype: int, no_resolve: bool) -> tuple:
+    family = _inet_family(spec)
+    host = spec.host or None
+    flags = socket.AI_PASSIVE | (socket.AI_NUMERICHOST if no_resolve else 0)
+    try:
+        infos = socket.getaddrinfo(host, spec.port, family, socktype, 0, flags)
+    except socket.gaierror as exc:
+        raise BindError(spec, exc.strerror) from None
+    return infos[0][4]
+
+
+class UdpListener(Listener):
+    """One datagram = one command; the first token is the cookie (PROTOCOL.md 1.2, 2)."""
+
+    def __init__(
+        self, spec: ControlSpec, rcache: ReplyCache | None = None, no_resolve: bool = False
+    ) -> None:
+        super().__init__(spec)
+        self.rcache = rcache if rcache is not None else ReplyCache()
+        self.no_resolve = no_resolve
+
+    def _bind(self) -> None:
+        addr = resolve_inet(self.spec, socket.SOCK_DGRAM, self.no_resolve)
+        sock = socket.socket(_inet_family(self.spec), socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            sock.bind(addr)
+        except OSError as exc:
+            sock.close()
+            raise BindError(self.spec, exc.strerror or str(exc)) from None
+        self.sock = sock
+
+    @property
+    def address(self) -> tuple:
+        assert self.sock is not None
+        return self.sock.getsockname()
+
+    def _serve_loop(self) -> None:
+        assert self.sock is not None
+        while not self.closed:
+            try:
+                data, addr = self.sock.recvfrom(BUF_SIZE)
+            except OSError as exc:
+                if self.closed:
+                    return
+                log.debug("control recvfrom: %s", exc)
+                continue
+            self.handle(data[:MAX_COMMAND], addr)
+
+    def handle(self, data: bytes, addr: tuple) -> None:
+        reply = self._reply_for(data, addr)
+        if reply is None:
+            return
+        try:
+            self.sock.sendto(reply, addr)  # type: ignore[union-attr]
+        except OSError as exc:
+            log.debug("control sendto %s: %s", addr, exc)
+
+    def _reply_for(self, data: bytes, addr: tuple) -> bytes | None:
+        parts = _SEPARATORS.split(data.lstrip(b" \t\r\n"), maxsplit=1)
+        cookie = parts[0]
+        peer = Peer(self.spec.kind, addr)
+        if not cookie:
+            return self._execute(b"", peer)
+        now = time.monotonic()
+        cached = self.rcache.lookup(cookie, now)
+        if cached is not None:
+            self.app.counters.incr("ncmds_rcvd_ndups")  # type: ignore[union-attr]
+            return cached
+        line = parts[1] if len(parts) > 1 else b""
+        reply = cookie + b" " + self._execute(line, peer)
+        self.rcache.insert(cookie, reply, now)
+        return reply
+
+
+# ---------------------------------------------------------------- streams
+
+
+class StreamListener(Listener):
+    """unix (one-shot), cunix, tcp, tcp6, systemd: one greenlet per client.
+
+    At most `max_clients` connections are served; when full, the least recently
+    active client is dropped so idle connections can never lock others out.
+    """
+
+    #: concurrent connections per listener
+    max_clients: int = 256
+    #: seconds a one-shot client may take to send its command
+    oneshot_timeout_s: float = 10.0
+    #: seconds a persistent client may stay silent (None: forever)
+    idle_timeout_s: float | None = 3600.0
+    #: seconds a reply may take to be written
+    send_timeout_s: float = 10.0
+
+    def __init__(
+        self,
+        spec: ControlSpec,
+        no_resolve: bool = False,
+        owner: tuple[int | None, int | None, int] | None = None,
+    ) -> None:
+        super().__init__(spec)
+        self.no_resolve = no_resolve
+        self.owner = owner
+        self._active: OrderedDict[Greenlet, socket.socket] = OrderedDict()
+        self._bound_path: str | None = None
+
+    @property
+    def one_shot(self) -> bool:
+        return self.spec.kind == "unix"
+
+    @property
+    def peer_kind(self) -> str:
+        return self.spec.kind
+
+    def _bind(self) -> None:
+        if self.spec.kind in ("unix", "cunix"):
+            self.sock = self._bind_unix()
+        elif self.spec.kind == "systemd":
+            self.sock = self._adopt_systemd()
+        else:
+            self.sock = self._bind_tcp()
+
+    def _bind_unix(self) -> socket.socket:
+        path = self.spec.path or ""
+        if len(path.encode()) > UNIX_PATH_MAX:
+            raise BindError(self.spec, "socket name is too long")
+        unlink_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            self._bound_path = path
+            if self.owner is not None:
+                chown_socket(path, *self.owner)
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise BindError(self.spec, exc.strerror or str(exc)) from None
+        return sock
+
+    def _bind_tcp(self) -> socket.socket:
+        addr = resolve_inet(self.spec, socket.SOCK_STREAM, self.no_resolve)
+        sock = socket.socket(_inet_family(self.spec), socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise BindError(self.spec, exc.strerror or str(exc)) from None
+        return sock
+
+    def _adopt_systemd(self) -> socket.socket:
+        fds = listen_fds()
+        if not fds:
+            raise BindError(self.spec, "no socket passed by systemd socket activation")
+        if len(fds) > 1:
+            raise BindError(self.spec, "Too many file descriptors received.")
+        return socket.socket(fileno=fds[0])
+
+    @property
+    def address(self):
+        assert self.sock is not None
+        return self.sock.getsockname()
+
+    def _cleanup(self) -> None:
+        if self._bound_path is not None:
+            unlink_socket(self._bound_path)
+            self._bound_path = None
+        for conn in list(self._active.values()):
+            _close_quietly(conn)
+
+    def _serve_loop(self) -> None:
+        assert self.sock is not None
+        while not self.closed:
+            try:
+                conn, addr = self.sock.accept()
+            except OSError as exc:
+                if self.closed:
+                    return
+                log.warning("control accept: %s", exc)
+                gevent.sleep(0.1 if exc.errno in (errno.EMFILE, errno.ENFILE) else 0)
+                continue
+            self._admit(conn, addr)
+
+    def _admit(self, conn: socket.socket, addr) -> None:
+        if len(self._active) >= self.max_clients:
+            victim, victim_conn = self._active.popitem(last=False)
+            log.warning("too many control connections on %s, dropping one", self.spec.text)
+            _close_quietly(victim_conn)
+            victim.kill(block=False)
+        greenlet = Greenlet(self._client, conn, addr)
+        greenlet.link_exception(_log_crash)
+        greenlet.rawlink(self._forget)
+        self._active[greenlet] = conn
+        self._clients.add(greenlet)
+        greenlet.start()
+
+    def _forget(self, greenlet: Greenlet) -> None:
+        conn = self._active.pop(greenlet, None)
+        if conn is not None:
+            _close_quietly(conn)
+
+    def _touch(self) -> None:
+        current = gevent.getcurrent()
+        if current in self._active:
+            self._active.move_to_end(current)
+
+    def _client(self, conn: socket.socket, addr) -> None:
+        peer = Peer(self.peer_kind, addr if isinstance(addr, tuple) else None)
+        try:
+            if self.one_shot:
+                self._one_shot(conn, peer)
+            else:
+                self._lines(conn, peer)
+        except (OSError, TimeoutError) as exc:
+            log.debug("control client %s: %s", peer, exc)
+        finally:
+            _close_quietly(conn)
+
+    def _one_shot(self, conn: socket.socket, peer: Peer) -> None:
+        """A single read is the whole command; LF optional; EOF -> no reply."""
+        conn.settimeout(self.oneshot_timeout_s)
+        data = conn.recv(MAX_COMMAND)
+        if not data:
+            return
+        reply = self._execute(data, peer)
+        conn.settimeout(self.send_timeout_s)
+        conn.sendall(reply)
+
+    def _lines(self, conn: socket.socket, peer: Peer) -> None:
+        buf = b""
+        while True:
+            conn.settimeout(self.idle_timeout_s)
+            data = conn.recv(BUF_SIZE)
+            if not data:
+                return
+            self._touch()
+            buf += data
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            if len(buf) >= BUF_SIZE:
+                log.debug("control client %s: line too long, closing", peer)
+                return
+            for line in lines:
+                self._reply_line(conn, line, peer)
+
+    def _reply_line(self, conn: socket.socket, line: bytes, peer: Peer) -> None:
+        reply = self._execute(line[:MAX_COMMAND], peer)
+        conn.settimeout(self.send_timeout_s)
+        conn.sendall(reply)
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- stdio
+
+
+class StdioListener(Listener):
+    """stdio:/stdioc: LF-terminated commands on stdin, replies on stdout.
+
+    `on_eof` (graceful shutdown) is called on EOF when given.
+    """
+
+    def __init__(
+        self,
+        spec: ControlSpec,
+        on_eof: Callable[[], None] | None = None,
+        stdin_fd: int = 0,
+        stdout_fd: int = 1,
+    ) -> None:
+        super().__init__(spec)
+        self.on_eof = on_eof
+        self.stdin_fd = stdin_fd
+        self.stdout_fd = stdout_fd
+
+    def _bind(self) -> None:
+        pass
+
+    def _serve_loop(self) -> None:
+        peer = Peer("stdio", None)
+        pool = gevent.get_hub().threadpool
+        buf = b""
+        while not self.closed:
+            data = pool.apply(_read_or_eof, (self.stdin_fd,))
+            if not data:
+                break
+            buf += data
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            for line in lines:
+                self._write(pool, self._execute(line[:MAX_COMMAND], peer))
+            if len(buf) >= BUF_SIZE:
+                log.error("stdio: command too long, discarded")
+                buf = b""
+        if not self.closed and self.on_eof is not None:
+            log.info("EOF on %s", self.spec.text)
+            self.on_eof()
+
+    def _write(self, pool, reply: bytes) -> None:
+        try:
+            pool.apply(_write_all, (self.stdout_fd, reply))
+        except OSError as exc:
+            log.error("stdio: write failed: %s", exc)
+
+
+def _read_or_eof(fd: int) -> bytes:
+    try:
+        return os.read(fd, BUF_SIZE)
+    except OSError:
+        return b""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+# ---------------------------------------------------------------- all of them
+
+
+class ControlServer:
+    """Every `-s` listener of the daemon."""
+
+    def __init__(self, listeners: Iterable[Listener]) -> None:
+        self.listeners = list(listeners)
+
+    def bind(self) -> None:
+        for listener in self.listeners:
+            listener.bind()
+
+    def start(self, app: App) -> None:
+        for listener in self.listeners:
+            listener.start(app)
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        for listener in self.listeners:
+            listener.stop(timeout)
+
+
+def make_listeners(
+    specs: Iterable[ControlSpec],
+    *,
+    no_resolve: bool = False,
+    owner: tuple[int | None, int | None, int] | None = None,
+    on_eof: Callable[[], None] | None = None,
+) -> list[Listener]:
+    """One listener per spec. UDP listeners share one reply cache (keyed by cookie).
+
+    `on_eof` is given to `stdioc:` and to `stdio:` when no udp/udp6 socket exists.
+    """
+    specs = list(specs)
+    rcache = ReplyCache()
+    has_datagram = any(s.datagram for s in specs)
+    listeners: list[Listener] = []
+    for spec in specs:
+        if spec.datagram:
+            listeners.append(UdpListener(spec, rcache, no_resolve))
+        elif spec.stdio:
+            eof = on_eof if spec.kind == "stdioc" or not has_datagram else None
+            listeners.append(StdioListener(spec, eof))
+        else:
+            listeners.append(StreamListener(spec, no_resolve, owner))
+    return listeners

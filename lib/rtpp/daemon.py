@@ -1,0 +1,227 @@
+"""Daemon plumbing: daemonize, pidfile, privilege drop, rlimits, scheduling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import stat
+import sys
+
+log = logging.getLogger(__name__)
+
+READY_TOKEN = b"OK"
+NO_PIDFILE = "/dev/null"
+
+
+def _close_now(fd: int) -> None:
+    """Close at once: gevent's patched os.close defers to the hub, which a
+    parent blocked in os.read never runs, so the pipe would never see EOF."""
+    os.closerange(fd, fd + 1)
+
+
+class DaemonError(Exception):
+    """A start-up failure to report as `rtpproxy: <message>` with exit 1."""
+
+
+class Daemonized:
+    """The child's end of the start-up pipe: `ready()` lets the waiting parent exit 0."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def ready(self) -> None:
+        self._send(READY_TOKEN)
+
+    def fail(self, message: str) -> None:
+        """Have the parent print `message` on its stderr (ours is /dev/null) and exit 1."""
+        self._send(f"rtpproxy: {message}\n".encode(errors="replace"))
+
+    def _send(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            _close_now(self.fd)
+            self.fd = None
+
+
+def daemonize(no_chdir: bool, no_redirect: bool = False) -> Daemonized:
+    """Fork once. The parent waits for "OK" from the child and exits 0 (else 1).
+
+    The child becomes a session leader, chdirs to / (unless `no_chdir`), points
+    stdio at /dev/null (stdout/stderr kept with `no_redirect`) and reinitialises
+    the gevent hub.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid:
+        _close_now(wfd)
+        os._exit(_parent_wait(rfd))
+    _close_now(rfd)
+    os.setsid()
+    if not no_chdir:
+        os.chdir("/")
+    _redirect_stdio(keep_output=no_redirect)
+    import gevent
+
+    gevent.reinit()
+    return Daemonized(wfd)
+
+
+def _parent_wait(rfd: int) -> int:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(rfd, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    if data == READY_TOKEN:
+        return 0
+    if data:
+        os.write(2, data)
+    return 1
+
+
+def _redirect_stdio(keep_output: bool) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    targets = (0,) if keep_output else (0, 1, 2)
+    for fd in targets:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+class Pidfile:
+    """A pidfile written atomically and removed only if it still holds our pid."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pid: int | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.path == NO_PIDFILE
+
+    def write(self, pid: int | None = None) -> bool:
+        """Write `<pid>\\n`; failures are logged, not fatal (as in the classic)."""
+        if self.disabled:
+            return False
+        pid = os.getpid() if pid is None else pid
+        tmp = f"{self.path}.{pid}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{pid}\n")
+            os.rename(tmp, self.path)
+        except OSError as exc:
+            log.error("can't open pidfile for writing: %s: %s", self.path, exc.strerror)
+            _unlink_quietly(tmp)
+            return False
+        self.pid = pid
+        return True
+
+    def remove(self) -> None:
+        if self.pid is None or self.disabled:
+            return
+        try:
+            st = os.lstat(self.path)
+            if not stat.S_ISREG(st.st_mode):
+                return
+            with open(self.path) as f:
+                content = f.read(64).strip()
+            if content == str(self.pid):
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self.pid = None
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def unlink_socket(path: str) -> None:
+    """Remove `path` if it is a socket (never anything else)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def chown_socket(path: str, uid: int | None, gid: int | None, mode: int) -> None:
+    """Ownership of a unix control socket per -u/-w (bound before the drop)."""
+    if uid is None and gid is None:
+        return
+    os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+    if mode:
+        os.chmod(path, mode)
+
+
+def drop_privileges(uid: int | None, gid: int | None, user: str | None) -> None:
+    """initgroups/setgid before setuid. With only a user, `gid` is the user's primary group."""
+    try:
+        if gid is not None:
+            if user is not None:
+                os.initgroups(user, gid)
+            else:
+                os.setgroups([gid])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+    except OSError as exc:
+        raise DaemonError(f"can't switch to requested user/group: {exc.strerror}") from None
+
+
+def set_nofile_limit(limit: int) -> None:
+    """-L: soft = hard = limit; warn if the kernel granted less."""
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    except (OSError, ValueError) as exc:
+        raise DaemonError(f"setrlimit: {getattr(exc, 'strerror', None) or exc}") from None
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        sys.stderr.write(
+            f"rtpproxy: limit allocated by setrlimit ({hard}) is less than requested ({limit})\n"
+        )
+
+
+def enable_core_dumps() -> None:
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (OSError, ValueError) as exc:
+        log.debug("can't raise RLIMIT_CORE: %s", exc)
+
+
+def set_nice(level: int) -> None:
+    """--nice: failure is fatal."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, level)
+    except OSError as exc:
+        raise DaemonError(f"setpriority: {exc.strerror}") from None
+
+
+def set_scheduling(policy: str) -> None:
+    """-c fifo|rr at the policy's maximum priority; failure is only logged."""
+    code = os.SCHED_FIFO if policy == "fifo" else os.SCHED_RR
+    try:
+        os.sched_setscheduler(0, code, os.sched_param(os.sched_get_priority_max(code)))
+    except OSError as exc:
+        log.error("sched_setscheduler(%s): %s", policy, exc.strerror)

@@ -1,0 +1,236 @@
+"""Program entry: helper-tool dispatch, daemon start-up, signals and orderly shutdown."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections import deque
+
+import gevent
+from gevent.event import Event
+
+from rtpp import cli, daemon, logsetup, sdnotify
+from rtpp.config import Config
+from rtpp.control.server import BindError, ControlServer, make_listeners
+from rtpp.control.spec import parse_spec
+
+log = logging.getLogger(__name__)
+
+PROG = "rtpproxy"
+TOOLS = {"makeann": "rtpp.tools.makeann", "extractaudio": "rtpp.tools.extractaudio"}
+#: signals that stop the daemon at once (OPERATIONS.md 2.6)
+STOP_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGXCPU,
+    signal.SIGXFSZ,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+)
+DRAIN_POLL_S = 0.25
+EOF_EVENT = "EOF"
+
+
+def entry(argv: list[str]) -> int:
+    name = os.path.basename(argv[0]) if argv else PROG
+    args = list(argv[1:])
+    for tool in TOOLS:
+        if name == tool or name.startswith(tool + "."):
+            return run_tool(tool, args)
+    if args and args[0] in TOOLS:
+        return run_tool(args[0], args[1:])
+    return run_daemon(args)
+
+
+def run_tool(tool: str, args: list[str]) -> int:
+    module = importlib.import_module(TOOLS[tool])
+    return int(module.main(args) or 0)
+
+
+def _print_error(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def run_daemon(args: list[str]) -> int:
+    try:
+        config = cli.parse_args(args)
+    except cli.EarlyExit as info:
+        stream = sys.stderr if info.to_stderr else sys.stdout
+        stream.write(info.output)
+        stream.flush()
+        return info.status
+    except cli.ListenError as exc:
+        _print_error(exc.message)
+        _print_error("init_config_bail: init_bindaddrs() failed")
+        return 1
+    except cli.UsageError as exc:
+        _print_error(f"{PROG}: {exc.message}")
+        if exc.show_usage:
+            sys.stderr.write(cli.usage_text())
+        return 1
+    return Daemon(config).run()
+
+
+class Daemon:
+    """Start-up (OPERATIONS.md 2.1), the main greenlet's signal loop and shutdown."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server: ControlServer | None = None
+        self.app = None
+        self.pidfile = daemon.Pidfile(config.pidfile)
+        self.daemonized: daemon.Daemonized | None = None
+        self._pending: deque = deque()
+        self._wakeup = Event()
+        self._draining = False
+        self._stopping = False
+        self._shut_down = False
+
+    # -------------------------------------------------------------- start-up
+
+    def run(self) -> int:
+        try:
+            app_class = _import_app()
+            self._bind()
+        except (BindError, daemon.DaemonError, ImportError) as exc:
+            _print_error(f"{PROG}: {exc}")
+            if isinstance(exc, BindError):
+                _print_error(f"{PROG}: can't initialize control socket(s): {exc.reason}")
+            return 1
+        if not self.config.foreground:
+            self.daemonized = daemon.daemonize(self.config.no_chdir, self.config.no_redirect)
+        logsetup.setup_logging(self.config, foreground=self.config.foreground)
+        log.info("rtpproxy started, pid %d", os.getpid())
+        try:
+            self._start(app_class)
+        except Exception as exc:
+            log.critical("start-up failed: %s", exc, exc_info=not isinstance(exc, OSError))
+            if self.daemonized is not None:
+                self.daemonized.fail(str(exc))
+            self.shutdown()
+            return 1
+        return self._main_loop()
+
+    def _bind(self) -> None:
+        cfg = self.config
+        if cfg.nofile_limit is not None:
+            daemon.set_nofile_limit(cfg.nofile_limit)
+        owner = None
+        if cfg.run_uid is not None or cfg.run_gid is not None:
+            owner = (cfg.run_uid, cfg.run_gid, cfg.sock_mode if cfg.run_group else 0)
+        specs = [parse_spec(text) for text in cfg.ctrl_socks]
+        listeners = make_listeners(
+            specs, no_resolve=cfg.no_resolve, owner=owner, on_eof=self.request_drain
+        )
+        self.server = ControlServer(listeners)
+        try:
+            self.server.bind()
+        except BindError:
+            self.server.close()
+            raise
+
+    def _start(self, app_class) -> None:
+        cfg = self.config
+        if cfg.sched_policy:
+            daemon.set_scheduling(cfg.sched_policy)
+        if cfg.nice is not None:
+            daemon.set_nice(cfg.nice)
+        for path in cfg.dso:
+            log.warning("loadable modules are not supported, ignoring --dso %s", path)
+        if cfg.config_file:
+            log.warning("configuration files are not supported, ignoring %s", cfg.config_file)
+        self.app = app_class(cfg)
+        self.pidfile.write()
+        if cfg.run_uid is not None or cfg.run_gid is not None:
+            daemon.drop_privileges(cfg.run_uid, cfg.run_gid, cfg.run_user)
+        daemon.enable_core_dumps()
+        self.app.start()
+        assert self.server is not None
+        self.server.start(self.app)
+        self._install_signals()
+        sdnotify.notify("READY=1")
+        if self.daemonized is not None:
+            self.daemonized.ready()
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for signum in (*STOP_SIGNALS, signal.SIGHUP):
+            gevent.signal_handler(signum, self._record, signum)
+
+    # -------------------------------------------------------------- main loop
+
+    def _record(self, event) -> None:
+        """Signal handler: only record, the main greenlet acts."""
+        self._pending.append(event)
+        self._wakeup.set()
+
+    def request_drain(self) -> None:
+        self._record(EOF_EVENT)
+
+    def _main_loop(self) -> int:
+        while not self._stopping:
+            self._wakeup.wait(timeout=DRAIN_POLL_S if self._draining else None)
+            self._wakeup.clear()
+            while self._pending and not self._stopping:
+                self._dispatch(self._pending.popleft())
+            if self._draining and not self._stopping and self._sessions() == 0:
+                log.info("deorbiting-burn sequence completed, exiting")
+                self._stopping = True
+        self.shutdown()
+        return 0
+
+    def _dispatch(self, event) -> None:
+        if event == signal.SIGHUP:
+            log.info("got SIGHUP, initiating deorbiting-burn sequence")
+            self._drain()
+        elif event == EOF_EVENT:
+            log.info("EOF on the control channel, initiating deorbiting-burn sequence")
+            self._drain()
+        else:
+            log.info("got signal %d", event)
+            self._stopping = True
+
+    def _drain(self) -> None:
+        if not self._draining:
+            self._draining = True
+            self.app.drain()
+
+    def _sessions(self) -> int:
+        try:
+            return int(self.app.session_count)
+        except Exception:
+            log.exception("can't read the session count")
+            return 0
+
+    # -------------------------------------------------------------- shutdown
+
+    def shutdown(self) -> None:
+        """Close listeners, destroy sessions, unlink sockets and pidfile. Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        if self.server is not None:
+            self.server.close()
+        if self.app is not None:
+            try:
+                self.app.close()
+            except Exception:
+                log.exception("error while closing sessions")
+        if self.server is not None:
+            self.server.stop(timeout=0.5)
+        self.pidfile.remove()
+        sdnotify.notify("STATUS=Exited")
+        log.info("rtpproxy ended")
+        logging.shutdown()
+
+
+def _import_app():
+    from rtpp.app import App
+
+    return App

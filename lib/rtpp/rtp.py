@@ -1,0 +1,416 @@
+"""RTP packets (RFC 3550 section 5.1) and per-stream RTP analysis.
+
+Two levels of detail:
+
+* the relay path reads only the fixed header fields with ``HEADER`` (one
+  precompiled ``struct.Struct``): ``RtpHeader.peek`` and ``RtpAnalyzer.feed``;
+* ``RtpPacket`` is the full, validating model (CSRCs, header extension,
+  padding) used by the player, the resizer and recording. ``serialize()`` is
+  the exact inverse of ``parse()``.
+
+``RtpAnalyzer`` mirrors the classic analyser (``rtp_analyze.c``): sequence
+tracking gives the ``rtpa_nsent/nrcvd/ndups/nlost/perrs`` counters, and the
+interarrival jitter estimate of RFC 3550 section 6.4.1 gives
+``rtpa_jlast/jmax/javg``. Jitter is kept, like the classic, in **RTP
+timestamp units** of the payload type's clock (1/8000 s for the usual voice
+codecs): arrival times are converted to that clock before the difference is
+taken. Payload types without a known static clock produce no jitter.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NamedTuple
+
+RTP_VERSION = 2
+RTP_HEADER_LENGTH = 12
+RTP_CSRC_LENGTH = 4
+RTP_EXT_HEADER_LENGTH = 4
+RTP_MAX_CSRC = 15
+RTP_SEQ_MOD = 1 << 16
+RTP_TS_MOD = 1 << 32
+
+# RFC 5761 section 4: RTCP packet types 192..223 sit where an RTP header has
+# the marker bit and payload type 64..95.
+RTCP_PT_MIN = 192
+RTCP_PT_MAX = 223
+
+#: V/P/X/CC byte, M/PT byte, sequence number, timestamp, SSRC.
+HEADER = struct.Struct("!BBHII")
+EXT_HEADER = struct.Struct("!HH")
+
+_FLAG_PADDING = 0x20
+_FLAG_EXTENSION = 0x10
+_CC_MASK = 0x0F
+_MARKER = 0x80
+_PT_MASK = 0x7F
+_PLAIN_V2 = 0x80  # V=2, no padding, no extension, no CSRC
+
+#: RTP clock rate of the static payload types (RFC 3551); 0 = unknown.
+TS_RATES: tuple[int, ...] = (
+    (8000, 0, 0, 8000, 8000, 8000, 16000, 8000, 8000, 8000)
+    + (44100, 44100, 8000, 8000, 90000, 8000, 11025, 22050, 8000)
+    + (0,) * (128 - 19)
+)
+
+
+def is_rtcp(data: bytes) -> bool:
+    """Cheap RTP/RTCP demultiplexing on the second byte (RFC 5761)."""
+    return len(data) >= 2 and RTCP_PT_MIN <= data[1] <= RTCP_PT_MAX
+
+
+def ts_less(a: int, b: int) -> bool:
+    """True if 32-bit RTP timestamp ``a`` is before ``b`` in serial arithmetic."""
+    return (a - b) & 0xFFFFFFFF > 0x80000000
+
+
+def payload_bounds(data: bytes) -> tuple[int, int]:
+    """Return ``(start, end)`` of the payload, or raise ``ValueError``.
+
+    Checks every length the header claims: the fixed header, the CSRC list,
+    the extension header and its body, and the padding count.
+    """
+    size = len(data)
+    if size < RTP_HEADER_LENGTH:
+        raise ValueError(
+            f"RTP packet too short: {size} bytes, the fixed header needs {RTP_HEADER_LENGTH}"
+        )
+    b0 = data[0]
+    version = b0 >> 6
+    if version != RTP_VERSION:
+        raise ValueError(f"RTP version is {version}, expected {RTP_VERSION}")
+    cc = b0 & _CC_MASK
+    start = RTP_HEADER_LENGTH + cc * RTP_CSRC_LENGTH
+    if size < start:
+        raise ValueError(f"RTP packet too short for {cc} CSRC entries: {size} bytes, need {start}")
+    if b0 & _FLAG_EXTENSION:
+        if size < start + RTP_EXT_HEADER_LENGTH:
+            raise ValueError(
+                f"RTP packet too short for the extension header: {size} bytes, "
+                f"need {start + RTP_EXT_HEADER_LENGTH}"
+            )
+        words = EXT_HEADER.unpack_from(data, start)[1]
+        start += RTP_EXT_HEADER_LENGTH + 4 * words
+        if size < start:
+            raise ValueError(
+                f"RTP packet too short for a {words}-word header extension: "
+                f"{size} bytes, need {start}"
+            )
+    end = size
+    if b0 & _FLAG_PADDING:
+        if size == start:
+            raise ValueError("RTP padding flag set but no byte follows the header")
+        padding = data[-1]
+        if padding == 0:
+            raise ValueError("RTP padding count is zero")
+        if padding > size - start:
+            raise ValueError(
+                f"RTP padding count {padding} exceeds the {size - start} bytes after the header"
+            )
+        end -= padding
+    return start, end
+
+
+class RtpHeader(NamedTuple):
+    """The fixed-header fields the relay path needs, read without a full parse."""
+
+    marker: bool
+    payload_type: int
+    seq: int
+    ts: int
+    ssrc: int
+
+    @classmethod
+    def peek(cls, data: bytes) -> RtpHeader:
+        """Read the fixed header; checks only its length and the version."""
+        if len(data) < RTP_HEADER_LENGTH:
+            raise ValueError(
+                f"RTP packet too short: {len(data)} bytes, "
+                f"the fixed header needs {RTP_HEADER_LENGTH}"
+            )
+        b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+        if b0 >> 6 != RTP_VERSION:
+            raise ValueError(f"RTP version is {b0 >> 6}, expected {RTP_VERSION}")
+        return cls(bool(b1 & _MARKER), b1 & _PT_MASK, seq, ts, ssrc)
+
+
+@dataclass(slots=True)
+class RtpPacket:
+    """A complete RTP packet.
+
+    ``extension`` is ``None`` when the X bit is clear, else the extension body
+    (a multiple of 4 bytes; may be empty). ``padding`` holds the padding bytes
+    verbatim, the last one being their count, so that ``serialize()`` gives
+    back exactly the parsed bytes.
+    """
+
+    payload_type: int = 0
+    marker: bool = False
+    seq: int = 0
+    ts: int = 0
+    ssrc: int = 0
+    csrc: tuple[int, ...] = ()
+    extension_profile: int = 0
+    extension: bytes | None = None
+    payload: bytes = b""
+    padding: bytes = b""
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtpPacket:
+        start, end = payload_bounds(data)
+        b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+        cc = b0 & _CC_MASK
+        csrc = struct.unpack_from(f"!{cc}I", data, RTP_HEADER_LENGTH) if cc else ()
+        profile = 0
+        extension = None
+        if b0 & _FLAG_EXTENSION:
+            pos = RTP_HEADER_LENGTH + cc * RTP_CSRC_LENGTH
+            profile = EXT_HEADER.unpack_from(data, pos)[0]
+            extension = bytes(data[pos + RTP_EXT_HEADER_LENGTH : start])
+        return cls(
+            payload_type=b1 & _PT_MASK,
+            marker=bool(b1 & _MARKER),
+            seq=seq,
+            ts=ts,
+            ssrc=ssrc,
+            csrc=tuple(csrc),
+            extension_profile=profile,
+            extension=extension,
+            payload=bytes(data[start:end]),
+            padding=bytes(data[end:]),
+        )
+
+    @property
+    def header_length(self) -> int:
+        n = RTP_HEADER_LENGTH + RTP_CSRC_LENGTH * len(self.csrc)
+        if self.extension is not None:
+            n += RTP_EXT_HEADER_LENGTH + len(self.extension)
+        return n
+
+    def __len__(self) -> int:
+        return self.header_length + len(self.payload) + len(self.padding)
+
+    def serialize(self) -> bytes:
+        if len(self.csrc) > RTP_MAX_CSRC:
+            raise ValueError(f"RTP packet has {len(self.csrc)} CSRCs, at most 15 fit")
+        if self.padding and self.padding[-1] != len(self.padding):
+            raise ValueError(
+                f"RTP padding of {len(self.padding)} bytes ends with count {self.padding[-1]}"
+            )
+        b0 = (RTP_VERSION << 6) | len(self.csrc)
+        if self.padding:
+            b0 |= _FLAG_PADDING
+        parts = [
+            HEADER.pack(
+                b0 | (_FLAG_EXTENSION if self.extension is not None else 0),
+                (_MARKER if self.marker else 0) | (self.payload_type & _PT_MASK),
+                self.seq & 0xFFFF,
+                self.ts & 0xFFFFFFFF,
+                self.ssrc & 0xFFFFFFFF,
+            )
+        ]
+        if self.csrc:
+            parts.append(struct.pack(f"!{len(self.csrc)}I", *self.csrc))
+        if self.extension is not None:
+            if len(self.extension) % 4:
+                raise ValueError(
+                    f"RTP header extension of {len(self.extension)} bytes is not a multiple of 4"
+                )
+            parts.append(EXT_HEADER.pack(self.extension_profile, len(self.extension) // 4))
+            parts.append(self.extension)
+        parts.append(self.payload)
+        parts.append(self.padding)
+        return b"".join(parts)
+
+    __bytes__ = serialize
+
+
+class RtpaUpdate(IntEnum):
+    """What ``RtpAnalyzer.feed`` saw."""
+
+    OK = 0
+    SSRC_CHANGED = 1
+    ERROR = 2  # not a parsable RTP packet (counted in perrs)
+
+
+#: A sequence jump larger than this (either way) restarts tracking.
+MAX_SEQ_JUMP = 536
+#: Jitter samples are skipped for packets reusing one of this many recent timestamps.
+TS_DEDUP_DEPTH = 10
+_SEEN_BYTES = RTP_SEQ_MOD // 8
+
+
+def _seq_delta(seq: int, ref: int) -> int:
+    """Signed 16-bit distance from ``ref`` (any extended value) to ``seq``."""
+    return ((seq - ref + 0x8000) & 0xFFFF) - 0x8000
+
+
+@dataclass(slots=True)
+class RtpAnalyzer:
+    """Per-stream RTP statistics; ``feed`` is called for each received RTP packet.
+
+    Sequence tracking works on extended (unwrapped) sequence numbers in runs:
+    a run starts at the first packet, on an SSRC change, on a marked packet
+    that goes backwards (sender restarted its numbering), or on a jump of more
+    than ``MAX_SEQ_JUMP``. A run's ``expected`` is ``max - min + 1`` and its
+    ``received`` the unique packets in it; duplicates are told apart with a
+    65536-bit map indexed by the 16-bit sequence number. Finished runs are
+    added to the totals, so ``nlost = nsent - nrcvd`` over the whole stream.
+    """
+
+    perrs: int = 0
+    ssrc_changes: int = 0
+    #: Longest interval between two fed packets, seconds.
+    longest_ipi: float = 0.0
+    last_ssrc: int | None = None
+    last_seq: int | None = None
+    # current run
+    _min: int = field(default=0, init=False, repr=False)
+    _max: int = field(default=0, init=False, repr=False)
+    _count: int = field(default=0, init=False, repr=False)
+    _dups: int = field(default=0, init=False, repr=False)
+    _seen: bytearray | None = field(default=None, init=False, repr=False)
+    # finished runs
+    _tot_sent: int = field(default=0, init=False, repr=False)
+    _tot_rcvd: int = field(default=0, init=False, repr=False)
+    _tot_dups: int = field(default=0, init=False, repr=False)
+    # jitter, RTP timestamp units
+    _prev_rtime_ts: int | None = field(default=None, init=False, repr=False)
+    _prev_ts: int = field(default=0, init=False, repr=False)
+    _j: float = field(default=0.0, init=False, repr=False)
+    _j_updates_ssrc: int = field(default=0, init=False, repr=False)
+    jlast: float = 0.0
+    jmax: float = 0.0
+    _jtotal: float = field(default=0.0, init=False, repr=False)
+    _jcount: int = field(default=0, init=False, repr=False)
+    _recent_ts: deque[int] | None = field(default=None, init=False, repr=False)
+    _last_arrival: float | None = field(default=None, init=False, repr=False)
+
+    @property
+    def nsent(self) -> int:
+        current = self._max - self._min + 1 if self._count else 0
+        return self._tot_sent + current
+
+    @property
+    def nrcvd(self) -> int:
+        return self._tot_rcvd + self._count
+
+    @property
+    def ndups(self) -> int:
+        return self._tot_dups + self._dups
+
+    @property
+    def nlost(self) -> int:
+        return self.nsent - self.nrcvd
+
+    @property
+    def javg(self) -> float:
+        return self._jtotal / self._jcount if self._jcount else 0.0
+
+    def feed(self, data: bytes, arrival_s: float) -> RtpaUpdate:
+        """Account one received packet; ``arrival_s`` is a monotonic time in seconds."""
+        last = self._last_arrival
+        if last is not None and arrival_s - last > self.longest_ipi:
+            self.longest_ipi = arrival_s - last
+        self._last_arrival = arrival_s
+
+        if len(data) < RTP_HEADER_LENGTH:
+            self.perrs += 1
+            return RtpaUpdate.ERROR
+        b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+        if b0 != _PLAIN_V2:
+            try:
+                payload_bounds(data)
+            except ValueError:
+                self.perrs += 1
+                return RtpaUpdate.ERROR
+        rate = TS_RATES[b1 & _PT_MASK]
+        self.last_seq = seq
+
+        if ssrc != self.last_ssrc:
+            changed = self.last_ssrc is not None
+            self.last_ssrc = ssrc
+            self._restart(seq)
+            if changed:
+                self.ssrc_changes += 1
+                self._prev_rtime_ts = None
+                self._j = 0.0
+                self._j_updates_ssrc = 0
+                if self._recent_ts is not None:
+                    self._recent_ts.clear()
+            if rate:
+                self._jitter(ts, arrival_s, rate, False)
+            return RtpaUpdate.SSRC_CHANGED if changed else RtpaUpdate.OK
+
+        delta = _seq_delta(seq, self._max)
+        if b1 & _MARKER and delta < 0:
+            self._restart(seq)
+            if rate:
+                self._jitter(ts, arrival_s, rate, True)
+            return RtpaUpdate.OK
+        if rate:
+            seq_reset = seq == 0 and (self._max & 0xFFFF) < 65500
+            self._jitter(ts, arrival_s, rate, seq_reset)
+        if delta > MAX_SEQ_JUMP or delta < -MAX_SEQ_JUMP:
+            self._restart(seq)
+            return RtpaUpdate.OK
+
+        seen = self._seen
+        assert seen is not None
+        idx = seq >> 3
+        bit = 1 << (seq & 7)
+        if delta > 0:
+            for skipped in range(self._max + 1, self._max + delta):
+                seen[(skipped & 0xFFFF) >> 3] &= ~(1 << (skipped & 7))
+            self._max += delta
+        elif seen[idx] & bit:
+            self._dups += 1
+            return RtpaUpdate.OK
+        elif self._max + delta < self._min:
+            self._min = self._max + delta
+        seen[idx] |= bit
+        self._count += 1
+        return RtpaUpdate.OK
+
+    def _restart(self, seq: int) -> None:
+        if self._count:
+            self._tot_sent += self._max - self._min + 1
+            self._tot_rcvd += self._count
+            self._tot_dups += self._dups
+        self._min = self._max = seq
+        self._count = 1
+        self._dups = 0
+        self._seen = seen = bytearray(_SEEN_BYTES)
+        seen[seq >> 3] = 1 << (seq & 7)
+
+    def _jitter(self, ts: int, arrival_s: float, rate: int, skip_sample: bool) -> None:
+        rtime_ts = int(arrival_s * rate)
+        recent = self._recent_ts
+        if recent is None:
+            recent = self._recent_ts = deque(maxlen=TS_DEDUP_DEPTH)
+        elif ts in recent:
+            # A repeated timestamp (duplicate, redundant or event packet) says
+            # nothing about transit time.
+            if self._j_updates_ssrc == 0:
+                self._prev_rtime_ts = rtime_ts
+                self._prev_ts = ts
+            return
+        prev_rtime_ts = self._prev_rtime_ts
+        if prev_rtime_ts is not None and not skip_sample:
+            drt = rtime_ts - prev_rtime_ts
+            dts = ((ts - self._prev_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            # Timestamp resets and jumps are not jitter.
+            if drt == 0 or not (-dts > 50 * abs(drt) or dts > 1024 * abs(drt)):
+                self._j += (abs(drt - dts) - self._j) / 16.0
+                self._j_updates_ssrc += 1
+                self.jlast = self._j
+                if self._j > self.jmax:
+                    self.jmax = self._j
+                self._jtotal += self._j
+                self._jcount += 1
+        recent.append(ts)
+        self._prev_rtime_ts = rtime_ts
+        self._prev_ts = ts

@@ -1,0 +1,1 @@
+"""Helper tools shipped in the same executable (``makeann``, ``extractaudio``)."""
