@@ -212,11 +212,12 @@ def make_reader(st: Stream, ctx: RelayContext, burst: int):
             if st.fast and src == st.remote:
                 st.nrcvd += 1
                 st.npkts_in += 1
+                data = view[:n]
                 if st.analyzer is not None:
-                    st.analyzer.feed(view[:n], now)
+                    st.analyzer.feed(data, now)
                 peer = st.peer
                 try:
-                    peer.sock.sendto(view[:n], peer.remote)
+                    peer.sock.sendto(data, peer.remote)
                     st.nrelayed += 1
                 except OSError:
                     st.ndropped += 1
