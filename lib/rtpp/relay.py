@@ -104,8 +104,7 @@ def accept_source(st: Stream, data, n: int, src: tuple, now: float, ctx: RelayCo
     """Latching rules (PROTOCOL.md §8.2, tightened): True if the packet is accepted."""
     remote = st.remote
     if remote is None:
-        _learn(st, src)
-        log.info("%s: %s leg %d latched to %s", st.session.call_id, _kind(st), st.index, src[:2])
+        _move(st, src, "latched to")
         return True
     if src == remote:
         if not st.latched:
@@ -115,28 +114,26 @@ def accept_source(st: Stream, data, n: int, src: tuple, now: float, ctx: RelayCo
     if st.asymmetric:
         return src[0] == remote[0]
     if not st.latched:
-        log.info(
-            "%s: %s leg %d moved from %s to %s",
-            st.session.call_id,
-            _kind(st),
-            st.index,
-            remote[:2],
-            src[:2],
-        )
-        _learn(st, src)
+        _move(st, src, "moved to")
         return True
     if ctx.strict_source or not _may_relatch(st, data, n, now):
         return False
+    _move(st, src, "re-latched to")
+    return True
+
+
+def _move(st: Stream, src: tuple, what: str) -> None:
+    old = st.remote[:2] if st.remote is not None else None
     log.info(
-        "%s: %s leg %d re-latched from %s to %s",
-        st.session.call_id,
+        "%s leg %d %s %s (was %s)",
         _kind(st),
         st.index,
-        remote[:2],
+        what,
         src[:2],
+        old,
+        extra=st.session.log_ctx,
     )
     _learn(st, src)
-    return True
 
 
 def _kind(st: Stream) -> str:

@@ -19,8 +19,20 @@ Address = tuple  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for I
 def make_address(family: int, host: str, port: int) -> Address:
     """The address tuple in the exact shape recvfrom() returns, so `==` compares sources."""
     if family == socket.AF_INET6:
-        return (socket.inet_ntop(family, socket.inet_pton(family, host)), port, 0, 0)
+        addr, sep, scope = host.partition("%")
+        text = socket.inet_ntop(family, socket.inet_pton(family, addr))
+        return (text + sep + scope, port, 0, _scope_id(scope))
     return (host, port)
+
+
+def _scope_id(scope: str) -> int:
+    """The interface index of an IPv6 zone (`fe80::1%eth0`, `%2`); 0 when absent or gone."""
+    if scope.isdigit():
+        return int(scope)
+    try:
+        return socket.if_nametoindex(scope) if scope else 0
+    except OSError:
+        return 0
 
 
 @dataclass(slots=True, eq=False)
@@ -106,6 +118,11 @@ class Session:
     @property
     def weak(self) -> bool:
         return self.rtp.streams[0].weak or self.rtp.streams[1].weak
+
+    @property
+    def log_ctx(self) -> dict:
+        """`extra=` for log calls about this session: the call-id is the log context."""
+        return {"ctx": self.call_id}
 
     @property
     def tag_base(self) -> str:

@@ -7,6 +7,7 @@ session), 1 on a reverse match; for L the other way round.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -23,9 +24,12 @@ from rtpp.commands.command import (
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.reply import compose_subreplies, port_reply
 from rtpp.config import ListenAddr
+from rtpp.netutil import check_bindable, family_of, routed_source
 from rtpp.ports import PortsExhausted
 from rtpp.resizer import Resizer
 from rtpp.session import Session, make_address
+
+log = logging.getLogger(__name__)
 
 
 def handle(cmd: Update, app, peer) -> str:
@@ -139,30 +143,18 @@ def explicit_laddr(mods: AddrMods, app) -> ListenAddr | None:
 
 
 def _bindable(host: str) -> ListenAddr:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        probe = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            probe.bind((host, 0))
-        finally:
-            probe.close()
+        check_bindable(host)
     except OSError as exc:
         raise CommandError(ECode.INVLARG_1) from exc
-    return ListenAddr(family, host)
+    return ListenAddr(family_of(host), host)
 
 
 def _routed(host: str) -> ListenAddr:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        probe = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            probe.connect((host, 9))
-            local = probe.getsockname()[0]
-        finally:
-            probe.close()
+        return ListenAddr(family_of(host), routed_source(host))
     except OSError as exc:
         raise CommandError(ECode.INVLARG_2) from exc
-    return ListenAddr(family, local)
 
 
 def _bridge_laddr(app, letter: str) -> ListenAddr:
@@ -242,6 +234,13 @@ def _apply_remote(sess: Session, upd: int, remote: RemoteAddr, family: int) -> N
 
 
 def _apply_resizer(st, resize_ms: int, app) -> None:
+    if resize_ms:
+        log.info(
+            "%s: RTP packets from %s will be resized to %d milliseconds",
+            st.session.call_id,
+            "caller" if st.index == 1 else "callee",
+            resize_ms,
+        )
     if st.resizer is None:
         if resize_ms:
             st.resizer = Resizer(resize_ms)
