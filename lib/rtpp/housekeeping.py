@@ -7,10 +7,13 @@ not count), which keeps the per-packet path free of timer work.
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import time
 
 import gevent
+from greenlet import greenlet
 
 from rtpp.session import Session
 
@@ -21,6 +24,9 @@ SWEEP_INTERVAL_S = 1.0
 #: the lower mark (the classic's thresholds).
 OVERLOAD_HIGH = 0.90
 OVERLOAD_LOW = 0.85
+#: Debug aid for leak checks (tests/soak): when set, every sweep rewrites this file
+#: with the live greenlet and session counts.
+DEBUG_DUMP = os.environ.get("RTPP_DEBUG_DUMP", "")
 
 
 def leg_active(sess: Session, index: int) -> bool:
@@ -75,6 +81,8 @@ class Sweeper:
             gevent.sleep(max(0.0, deadline - time.monotonic()))
             try:
                 self.sweep(time.monotonic())
+                if DEBUG_DUMP:
+                    debug_dump(DEBUG_DUMP, self.media)
             except Exception:
                 log.exception("sweep failed")
 
@@ -107,3 +115,10 @@ def overload_state(overloaded: bool, load: float) -> bool:
     if overloaded:
         return load >= OVERLOAD_LOW
     return load > OVERLOAD_HIGH
+
+
+def debug_dump(path: str, media) -> None:
+    greenlets = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet))
+    with open(path + ".tmp", "w") as f:
+        f.write(f"greenlets {greenlets}\nsessions {media.sessions.count}\n")
+    os.replace(path + ".tmp", path)

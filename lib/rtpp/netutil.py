@@ -12,14 +12,28 @@ def family_of(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def numeric_host(host: str) -> str:
+    """`host` as a canonical numeric address; OSError if it is not one.
+
+    Never consults the resolver: a name would block on DNS (or yield to other
+    greenlets mid-command) and malformed text can make the resolver raise oddities.
+    """
+    if ":" in host:
+        addr, sep, scope = host.partition("%")
+        return (
+            socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, addr)) + sep + scope
+        )
+    return socket.inet_ntoa(socket.inet_aton(host))
+
+
 def routed_source(host: str) -> str:
     """The local address the kernel would send from to reach `host`; raises OSError."""
     with socket.socket(family_of(host), socket.SOCK_DGRAM) as probe:
-        probe.connect((host, PROBE_PORT))
+        probe.connect((numeric_host(host), PROBE_PORT))
         return probe.getsockname()[0]
 
 
 def check_bindable(host: str) -> None:
     """Raise OSError unless a UDP socket can be bound to `host`."""
     with socket.socket(family_of(host), socket.SOCK_DGRAM) as probe:
-        probe.bind((host, 0))
+        probe.bind((numeric_host(host), 0))

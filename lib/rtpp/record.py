@@ -201,10 +201,10 @@ def _fold_checksum(total: int) -> int:
     return 0xFFFF if total == 0 else 0
 
 
-def _be_int(data: bytes) -> int:
-    if len(data) & 1:
-        data += b"\0"
-    return int.from_bytes(data, "big")
+def _be_int(data: bytes | memoryview) -> int:
+    """Big-endian value of ``data`` zero-padded to whole 16-bit words (no copy)."""
+    value = int.from_bytes(data, "big")
+    return value << 8 if len(data) & 1 else value
 
 
 def _ipv6_mac(packed: bytes) -> bytes:

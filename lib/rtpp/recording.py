@@ -3,12 +3,19 @@
 A recorder on a stream writes what that stream receives, i.e. what the party it
 faces sent. Leg 1 faces the from-tag party (the originator, file suffix `.o`), leg 0
 the other party (`.a`).
+
+Unlike the classic daemon, a new recording never truncates an existing file: when the
+name is taken (another media stream `ftag;2` of the call, R again after N, a file left
+from before) the first free numbered variant is used, e.g. `CALLID=FTAG.2.o.rtp`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+from collections.abc import Callable
+from functools import lru_cache
 
 from rtpp.config import Config
 from rtpp.record import (
@@ -63,20 +70,50 @@ class SwappedRtcp:
             return
         self.recorder.write(data, local_of(peer), peer.remote[:2], arrival_wall_s)
 
+    @property
+    def active(self) -> bool:
+        return self.recorder.active
+
     def close(self) -> None:
         self.recorder.release()
 
     release = close
 
 
+class RoutedLocal:
+    """Pcap per-stream recorder of a wildcard-bound stream: the destination written is the
+    local address the kernel uses toward the sender, not 0.0.0.0 / :: (OPERATIONS.md 3.6)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    @property
+    def active(self) -> bool:
+        return self.recorder.active
+
+    def write(self, data, src, dst, arrival_wall_s: float) -> None:
+        if dst[0] in WILDCARDS:
+            dst = (_routed_source(WILDCARDS[dst[0]], src[0]) or dst[0], dst[1])
+        self.recorder.write(data, src, dst, arrival_wall_s)
+
+    def close(self) -> None:
+        self.recorder.release()
+
+    release = close
+
+
+WILDCARDS = {"0.0.0.0": socket.AF_INET, "::": socket.AF_INET6}
+
+
 def local_of(st: Stream) -> tuple:
     """The stream's local (host, port); a wildcard host becomes the routed source address."""
-    host, port = st.sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::") and st.remote is not None:
-        host = _routed_source(st.laddr.family, st.remote[0]) or host
+    host, port = st.local[:2]
+    if host in WILDCARDS and st.remote is not None:
+        host = _routed_source(WILDCARDS[host], st.remote[0]) or host
     return host, port
 
 
+@lru_cache(maxsize=1024)
 def _routed_source(family: int, remote_host: str) -> str | None:
     probe = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -86,6 +123,19 @@ def _routed_source(family: int, remote_host: str) -> str | None:
         return None
     finally:
         probe.close()
+
+
+#: How many numbered alternatives (`CALLID=FTAG.2.o.rtp`, ...) are tried for a taken name.
+MAX_VARIANTS = 1000
+
+
+def _variant(suffix: str, number: int) -> str:
+    return suffix if number == 1 else f"{number}.{suffix}"
+
+
+def _is_live(att) -> bool:
+    """False for a recorder that stopped on an error (it is kept only to be replaced)."""
+    return getattr(att, "active", True)
 
 
 class Recording:
@@ -98,6 +148,27 @@ class Recording:
     def enabled(self) -> bool:
         return self.config.record_dir is not None
 
+    # -- files
+
+    def _taken(self, name: str) -> bool:
+        dirs = (self.config.record_dir, self.config.spool_dir)
+        return any(d is not None and os.path.lexists(os.path.join(d, name)) for d in dirs)
+
+    def _fresh_names(self, make: Callable[[int], list[str]]) -> list[str]:
+        """`make(1)`, or the first numbered variant none of whose names exists yet.
+
+        A recording never truncates an existing file: another media stream of the same
+        call (`ftag;2`), a restart after N, or an earlier recording keep their files.
+        """
+        first = make(1)
+        for number in range(1, MAX_VARIANTS + 1):
+            names = first if number == 1 else make(number)
+            if not any(self._taken(name) for name in names):
+                if number > 1:
+                    log.warning("%s exists, recording to %s instead", first[0], names[0])
+                return names
+        return first
+
     def _open(self, name: str, label: str) -> Recorder | None:
         return Recorder.open(
             name,
@@ -108,37 +179,55 @@ class Recording:
             counters=self.counters,
         )
 
+    def _wrap(self, st: Stream, recorder: Recorder):
+        if self.fmt is RecordFormat.PCAP and st.laddr is not None and st.laddr.wildcard:
+            return RoutedLocal(recorder)
+        return recorder
+
+    # -- R / N / -a
+
     def start(self, sess: Session, leg: int, single: bool) -> bool:
         """Record what leg `leg` receives (and its RTCP unless -R); True on success."""
         if not self.enabled:
             log.error("%s: directory for saving local recordings is not configured", sess.call_id)
             return False
+        _drop_dead(sess.leg(leg), "recorder")
         if single and self.config.record_pcap:
             return self._start_single(sess, leg)
         return self._start_per_stream(sess, leg)
 
-    def _start_per_stream(self, sess: Session, leg: int) -> bool:
+    def _legs_streams(self, sess: Session, leg: int) -> list[tuple[Stream, bool]]:
         rtp, rtcp = sess.leg(leg)
-        if rtp.recorder is not None:
-            return True
-        originator = leg == 1
-        targets = [(rtp, False)] if self.config.no_rtcp_record else [(rtp, False), (rtcp, True)]
-        for st, is_rtcp in targets:
-            name = record_name(sess.call_id, sess.from_tag, stream_suffix(originator, is_rtcp))
-            recorder = self._open(name, "RTCP" if is_rtcp else "RTP")
-            if recorder is None:
-                return st is not rtp
-            st.recorder = recorder
-            log.info("%s: starting recording %s on port %d", sess.call_id, name, st.port)
-        sess.refresh_fast()
-        return True
+        return [(rtp, False)] if self.config.no_rtcp_record else [(rtp, False), (rtcp, True)]
+
+    def _start_per_stream(self, sess: Session, leg: int) -> bool:
+        rtp = sess.rtp.streams[leg]
+        todo = [(st, rtcp) for st, rtcp in self._legs_streams(sess, leg) if st.recorder is None]
+        if todo:
+            originator = leg == 1
+            names = self._fresh_names(
+                lambda n: [
+                    record_name(
+                        sess.call_id, sess.from_tag, _variant(stream_suffix(originator, rtcp), n)
+                    )
+                    for _, rtcp in todo
+                ]
+            )
+            for (st, is_rtcp), name in zip(todo, names, strict=True):
+                recorder = self._open(name, "RTCP" if is_rtcp else "RTP")
+                if recorder is None:
+                    break
+                st.recorder = self._wrap(st, recorder)
+                log.info("%s: starting recording %s on port %d", sess.call_id, name, st.port)
+            sess.refresh_fast()
+        return rtp.recorder is not None
 
     def _shared(self, sess: Session) -> Recorder | None:
         for st in sess.streams():
             rec = st.recorder
-            if isinstance(rec, SwappedRtcp):
-                return rec.recorder
-            if isinstance(rec, Recorder) and rec.name.endswith(".pcap"):
+            if isinstance(rec, SwappedRtcp | RoutedLocal):
+                rec = rec.recorder
+            if isinstance(rec, Recorder) and rec.active and rec.name.endswith(".pcap"):
                 return rec
         return None
 
@@ -148,14 +237,18 @@ class Recording:
             return False
         shared = self._shared(sess)
         if shared is None:
-            shared = self._open(record_name(sess.call_id, sess.from_tag, "pcap"), "RTP/RTCP")
+            (name,) = self._fresh_names(
+                lambda n: [record_name(sess.call_id, sess.from_tag, _variant("pcap", n))]
+            )
+            shared = self._open(name, "RTP/RTCP")
             if shared is None:
                 return False
+            log.info("%s: starting recording %s", sess.call_id, name)
         else:
             shared.retain()
-        rtp.recorder = shared
+        rtp.recorder = self._wrap(rtp, shared)
         if not self.config.no_rtcp_record:
-            rtcp.recorder = SwappedRtcp(shared.retain(), rtcp)
+            _replace(rtcp, "recorder", SwappedRtcp(shared.retain(), rtcp))
         sess.refresh_fast()
         return True
 
@@ -173,32 +266,61 @@ class Recording:
         for leg in (1, 0):
             self.start(sess, leg, single=True)
 
+    # -- C with a file target
+
     def local_copy(self, sess: Session, leg: int, name: str, single: bool) -> bool:
         """C with a file target: like R into `NAME.rtp`/`NAME.rtcp` (or `NAME`)."""
         if not self.enabled:
             return False
-        rtp, rtcp = sess.leg(leg)
         if single and self.config.record_pcap:
-            rec = self._open(copy_name(name, None), "RTP/RTCP")
-            if rec is None:
-                return False
-            _replace_copier(rtp, rec)
-            if not self.config.no_rtcp_record:
-                _replace_copier(rtcp, SwappedRtcp(rec.retain(), rtcp))
-        else:
-            targets = (
-                [(rtp, "rtp")] if self.config.no_rtcp_record else [(rtp, "rtp"), (rtcp, "rtcp")]
-            )
-            for st, suffix in targets:
-                rec = self._open(copy_name(name, suffix), suffix.upper())
-                if rec is None:
-                    return False
-                _replace_copier(st, rec)
+            return self._copy_single(sess, leg, name)
+        return self._copy_per_stream(sess, leg, name)
+
+    def _copy_single(self, sess: Session, leg: int, name: str) -> bool:
+        rtp, rtcp = sess.leg(leg)
+        (fname,) = self._fresh_names(lambda n: [copy_name(_numbered(name, n), None)])
+        rec = self._open(fname, "RTP/RTCP")
+        if rec is None:
+            return False
+        _replace(rtp, "copier", self._wrap(rtp, rec))
+        if not self.config.no_rtcp_record:
+            _replace(rtcp, "copier", SwappedRtcp(rec.retain(), rtcp))
         sess.refresh_fast()
         return True
 
+    def _copy_per_stream(self, sess: Session, leg: int, name: str) -> bool:
+        targets = self._legs_streams(sess, leg)
+        names = self._fresh_names(
+            lambda n: [
+                copy_name(_numbered(name, n), "rtcp" if rtcp else "rtp") for _, rtcp in targets
+            ]
+        )
+        opened = False
+        for (st, is_rtcp), fname in zip(targets, names, strict=True):
+            rec = self._open(fname, "RTCP" if is_rtcp else "RTP")
+            if rec is None:
+                break
+            _replace(st, "copier", self._wrap(st, rec))
+            opened = opened or not is_rtcp
+        sess.refresh_fast()
+        return opened
 
-def _replace_copier(st: Stream, copier) -> None:
-    if st.copier is not None:
-        st.copier.release()
-    st.copier = copier
+
+def _numbered(name: str, number: int) -> str:
+    return name if number == 1 else f"{name}.{number}"
+
+
+def _replace(st: Stream, slot: str, attachment) -> None:
+    old = getattr(st, slot)
+    if old is not None:
+        old.release()
+    setattr(st, slot, attachment)
+
+
+def _drop_dead(streams, slot: str) -> None:
+    """Detach recorders that stopped on an error so that a new R can start afresh."""
+    for st in streams:
+        att = getattr(st, slot)
+        if att is not None and not _is_live(att):
+            att.release()
+            setattr(st, slot, None)

@@ -174,16 +174,26 @@ def deliver(st: Stream, data, src: tuple, ctx: RelayContext) -> bool:
         st.nplayer_drop += 1
         counters["npkts_discard"] += 1
         return False
-    if st.recorder is not None:
-        st.recorder.write(data, src, st.local, time.time())
-    if st.copier is not None:
-        st.copier.write(data, src, st.local, time.time())
+    if st.recorder is not None or st.copier is not None:
+        _record(st, data, src)
     if peer.sock is None or peer.remote is None or not _send(peer, data, ctx):
         st.ndropped += 1
         counters["npkts_discard"] += 1
         return False
     st.nrelayed += 1
     return True
+
+
+def _record(st: Stream, data, src: tuple) -> None:
+    """Hand a packet to the stream's recorder and copy; their failure never drops it."""
+    wall = time.time()
+    for sink in (st.recorder, st.copier):
+        if sink is None:
+            continue
+        try:
+            sink.write(data, src, st.local, wall)
+        except Exception:
+            log.exception("recording failed", extra=st.session.log_ctx)
 
 
 def make_reader(st: Stream, ctx: RelayContext, burst: int):

@@ -202,6 +202,10 @@ class Resizer:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def __bool__(self) -> bool:
+        # An attached resizer is "there" even with an empty queue.
+        return True
+
     @property
     def queued_samples(self) -> int:
         return self._nsamples

@@ -241,11 +241,49 @@ MAX_SEQ_JUMP = 536
 #: Jitter samples are skipped for packets reusing one of this many recent timestamps.
 TS_DEDUP_DEPTH = 10
 _SEEN_BYTES = RTP_SEQ_MOD // 8
+#: ``_ts_top`` when no timestamp is known to be above every recent one.
+_TS_UNKNOWN = 1 << 32
+
+_unpack_header = HEADER.unpack_from
+_StructError = struct.error
+_OK = RtpaUpdate.OK
 
 
 def _seq_delta(seq: int, ref: int) -> int:
     """Signed 16-bit distance from ``ref`` (any extended value) to ``seq``."""
     return ((seq - ref + 0x8000) & 0xFFFF) - 0x8000
+
+
+def _set_bits(seen: bytearray, start: int, count: int) -> None:
+    """Set ``count`` (at most 65536) bits from 16-bit position ``start`` on, wrapping."""
+    while count > 0:
+        n = min(count, RTP_SEQ_MOD - start)
+        lo, hi = start, start + n
+        while lo < hi and lo & 7:
+            seen[lo >> 3] |= 1 << (lo & 7)
+            lo += 1
+        while hi > lo and hi & 7:
+            hi -= 1
+            seen[hi >> 3] |= 1 << (hi & 7)
+        if lo < hi:
+            seen[lo >> 3 : hi >> 3] = b"\xfe" * ((hi - lo) >> 3)
+        count -= n
+        start = 0
+
+
+def _ts_top(recent: deque[int]) -> int:
+    """The newest timestamp if the window is strictly increasing, else ``_TS_UNKNOWN``.
+
+    Any timestamp above it is then certainly not in the window.
+    """
+    if not recent:
+        return -1
+    prev = -1
+    for ts in recent:
+        if ts <= prev:
+            return _TS_UNKNOWN
+        prev = ts
+    return prev
 
 
 @dataclass(slots=True)
@@ -259,6 +297,13 @@ class RtpAnalyzer:
     ``received`` the unique packets in it; duplicates are told apart with a
     65536-bit map indexed by the 16-bit sequence number. Finished runs are
     added to the totals, so ``nlost = nsent - nrcvd`` over the whole stream.
+
+    ``feed`` has a short path for the usual packet (same SSRC, next sequence
+    number, plain header) that gives exactly the results of the full one
+    (``_feed``): the duplicate map is written lazily (the in-order packets
+    since ``_lazy_from`` are set in bulk when the map is next needed), and the
+    repeated-timestamp check is a single comparison while the recent
+    timestamps are increasing (``_ts_top``).
     """
 
     perrs: int = 0
@@ -273,6 +318,8 @@ class RtpAnalyzer:
     _count: int = field(default=0, init=False, repr=False)
     _dups: int = field(default=0, init=False, repr=False)
     _seen: bytearray | None = field(default=None, init=False, repr=False)
+    #: Extended sequence numbers in (_lazy_from, _max] are received but not in _seen yet.
+    _lazy_from: int = field(default=0, init=False, repr=False)
     # finished runs
     _tot_sent: int = field(default=0, init=False, repr=False)
     _tot_rcvd: int = field(default=0, init=False, repr=False)
@@ -287,6 +334,8 @@ class RtpAnalyzer:
     _jtotal: float = field(default=0.0, init=False, repr=False)
     _jcount: int = field(default=0, init=False, repr=False)
     _recent_ts: deque[int] | None = field(default=None, init=False, repr=False)
+    #: Every timestamp above this one is not in _recent_ts (see _ts_top()).
+    _ts_top: int = field(default=_TS_UNKNOWN, init=False, repr=False)
     _last_arrival: float | None = field(default=None, init=False, repr=False)
 
     @property
@@ -312,6 +361,48 @@ class RtpAnalyzer:
 
     def feed(self, data: bytes, arrival_s: float) -> RtpaUpdate:
         """Account one received packet; ``arrival_s`` is a monotonic time in seconds."""
+        try:
+            b0, b1, seq, ts, ssrc = _unpack_header(data)
+        except _StructError:
+            return self._feed(data, arrival_s)
+        top = self._max + 1
+        if ssrc != self.last_ssrc or b0 != _PLAIN_V2 or seq != top & 0xFFFF:
+            return self._feed(data, arrival_s)
+        # The next packet of the current run: _feed() step by step, minus every
+        # branch that cannot be taken.
+        ipi = arrival_s - self._last_arrival  # type: ignore[operator]
+        if ipi > self.longest_ipi:
+            self.longest_ipi = ipi
+        self._last_arrival = arrival_s
+        self.last_seq = seq
+        self._max = top
+        self._count += 1
+        rate = TS_RATES[b1 & _PT_MASK]
+        if rate:
+            if ts <= self._ts_top:
+                self._jitter(ts, arrival_s, rate, False)
+                return _OK
+            rtime_ts = int(arrival_s * rate)
+            prev_rtime_ts = self._prev_rtime_ts
+            if prev_rtime_ts is not None:
+                drt = rtime_ts - prev_rtime_ts
+                dts = ((ts - self._prev_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+                if drt == 0 or not (-dts > 50 * abs(drt) or dts > 1024 * abs(drt)):
+                    j = self._j
+                    j += (abs(drt - dts) - j) / 16.0
+                    self._j = self.jlast = j
+                    self._j_updates_ssrc += 1
+                    if j > self.jmax:
+                        self.jmax = j
+                    self._jtotal += j
+                    self._jcount += 1
+            self._recent_ts.append(ts)  # type: ignore[union-attr]
+            self._ts_top = self._prev_ts = ts
+            self._prev_rtime_ts = rtime_ts
+        return _OK
+
+    def _feed(self, data: bytes, arrival_s: float) -> RtpaUpdate:
+        """The complete analysis of one packet."""
         last = self._last_arrival
         if last is not None and arrival_s - last > self.longest_ipi:
             self.longest_ipi = arrival_s - last
@@ -341,6 +432,7 @@ class RtpAnalyzer:
                 self._j_updates_ssrc = 0
                 if self._recent_ts is not None:
                     self._recent_ts.clear()
+                    self._ts_top = -1
             if rate:
                 self._jitter(ts, arrival_s, rate, False)
             return RtpaUpdate.SSRC_CHANGED if changed else RtpaUpdate.OK
@@ -358,14 +450,14 @@ class RtpAnalyzer:
             self._restart(seq)
             return RtpaUpdate.OK
 
-        seen = self._seen
-        assert seen is not None
+        seen = self._materialize()
         idx = seq >> 3
         bit = 1 << (seq & 7)
         if delta > 0:
             for skipped in range(self._max + 1, self._max + delta):
                 seen[(skipped & 0xFFFF) >> 3] &= ~(1 << (skipped & 7))
             self._max += delta
+            self._lazy_from = self._max
         elif seen[idx] & bit:
             self._dups += 1
             return RtpaUpdate.OK
@@ -375,6 +467,17 @@ class RtpAnalyzer:
         self._count += 1
         return RtpaUpdate.OK
 
+    def _materialize(self) -> bytearray:
+        """The duplicate map with every received packet of the run written into it."""
+        seen = self._seen
+        if seen is None:
+            seen = self._seen = bytearray(_SEEN_BYTES)
+        pending = self._max - self._lazy_from
+        if pending > 0:
+            _set_bits(seen, (self._lazy_from + 1) & 0xFFFF, min(pending, RTP_SEQ_MOD))
+            self._lazy_from = self._max
+        return seen
+
     def _restart(self, seq: int) -> None:
         if self._count:
             self._tot_sent += self._max - self._min + 1
@@ -383,8 +486,9 @@ class RtpAnalyzer:
         self._min = self._max = seq
         self._count = 1
         self._dups = 0
-        self._seen = seen = bytearray(_SEEN_BYTES)
-        seen[seq >> 3] = 1 << (seq & 7)
+        # A fresh map holding just `seq`, written when first needed.
+        self._seen = None
+        self._lazy_from = seq - 1
 
     def _jitter(self, ts: int, arrival_s: float, rate: int, skip_sample: bool) -> None:
         rtime_ts = int(arrival_s * rate)
@@ -412,5 +516,6 @@ class RtpAnalyzer:
                 self._jtotal += self._j
                 self._jcount += 1
         recent.append(ts)
+        self._ts_top = ts if ts > self._ts_top else _ts_top(recent)
         self._prev_rtime_ts = rtime_ts
         self._prev_ts = ts

@@ -6,6 +6,7 @@ another session into this one.
 
 from __future__ import annotations
 
+import re
 import socket
 
 from rtpp.commands.command import Copy, SubCopy
@@ -14,17 +15,31 @@ from rtpp.ports import PortsExhausted, bind_pair
 from rtpp.recording import RemoteCopy
 from rtpp.session import Session
 
+#: A DNS name: dot-separated labels of letters, digits and hyphens.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+_PORT = re.compile(r"[0-9]{1,5}")
+
 
 def parse_udp_target(target: str) -> tuple[str, int] | None:
     """`udp:<host>:<port>` -> (IPv4 address, port); None when malformed."""
     if not target.startswith("udp:"):
         return None
     host, sep, port_text = target[4:].rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or not host or not _PORT.fullmatch(port_text):
         return None
     port = int(port_text)
     if not 0 < port < 65535:
         return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host)), port
+    except OSError:
+        pass
+    if not _HOSTNAME.fullmatch(host):
+        return None  # never hand junk to the resolver
     try:
         addr = socket.gethostbyname(host)
     except (OSError, UnicodeError):
@@ -63,12 +78,14 @@ def start_remote_copy(sess: Session, leg: int, dest: tuple[str, int], app) -> tu
 
 
 def handle(cmd: Copy, app, peer) -> str:
+    # Resolve first: the resolver yields to other greenlets, which may end the session.
+    remote = cmd.target.startswith("udp:")
+    dest = parse_udp_target(cmd.target) if remote else None
     found = app.sessions.find_exact(cmd.call_id, cmd.from_tag, cmd.to_tag)
     if found is None:
         raise CommandError(ECode.SESUNKN)
     sess, leg = found
-    if cmd.target.startswith("udp:"):
-        dest = parse_udp_target(cmd.target)
+    if remote:
         if dest is None:
             raise CommandError(ECode.CPYFAIL)
         port, local = start_remote_copy(sess, leg, dest, app)

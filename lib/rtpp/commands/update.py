@@ -50,13 +50,14 @@ def handle(cmd: Update, app, peer) -> str:
     _apply(sess, sel, cmd.mods, cmd.remote, app)
     sess.reset_ttl()
     main = _port_text(sess, sel)
-    results = [_run_sub(sub, sess, sel, app) for sub in cmd.subcommands]
-    return compose_subreplies(main, _until_failure(results))
+    return compose_subreplies(main, _run_subs(cmd.subcommands, sess, sel, app))
 
 
-def _until_failure(results: list) -> list:
+def _run_subs(subs, sess: Session, sel: int, app) -> list:
+    """Run in order up to the first failure; nothing runs on a session a `D` destroyed."""
     out = []
-    for result in results:
+    for sub in subs:
+        result = -1 if sess.deleted else _run_sub(sub, sess, sel, app)
         out.append(result)
         if result == -1:
             break

@@ -2,6 +2,10 @@
 
 Entries expire 35 s after insertion and are swept every 3 s, so an entry lives
 between 35 and 38 s. `now` is a monotonic time supplied by the caller.
+
+The cache is also bounded in memory (`max_bytes`): a flood of unique cookies (up to
+8 KB each, and the reply repeats the cookie) would otherwise hold hundreds of MB for
+35 s. Over the bound the oldest entries go first; retransmits come within seconds.
 """
 
 from __future__ import annotations
@@ -10,12 +14,22 @@ from collections import OrderedDict
 
 ENTRY_TTL_S = 35.0
 SWEEP_INTERVAL_S = 3.0
+MAX_BYTES = 32 * 1024 * 1024
+#: rough per-entry cost of the dict slot, tuple and two bytes objects
+ENTRY_OVERHEAD = 200
 
 
 class ReplyCache:
-    def __init__(self, ttl_s: float = ENTRY_TTL_S, sweep_s: float = SWEEP_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        ttl_s: float = ENTRY_TTL_S,
+        sweep_s: float = SWEEP_INTERVAL_S,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
         self.ttl_s = ttl_s
         self.sweep_s = sweep_s
+        self.max_bytes = max_bytes
+        self.nbytes = 0
         # Insertion order == expiry order, so a sweep stops at the first live entry.
         self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
         self._next_sweep: float | None = None
@@ -30,8 +44,13 @@ class ReplyCache:
 
     def insert(self, cookie: bytes, reply: bytes, now: float) -> None:
         self.maybe_sweep(now)
-        self._entries.pop(cookie, None)
+        old = self._entries.pop(cookie, None)
+        if old is not None:
+            self.nbytes -= _cost(cookie, old[1])
         self._entries[cookie] = (now + self.ttl_s, reply)
+        self.nbytes += _cost(cookie, reply)
+        while self.nbytes > self.max_bytes and len(self._entries) > 1:
+            self._pop_oldest()
 
     def maybe_sweep(self, now: float) -> None:
         if self._next_sweep is None:
@@ -42,7 +61,15 @@ class ReplyCache:
 
     def sweep(self, now: float) -> None:
         while self._entries:
-            cookie, (expires, _) = next(iter(self._entries.items()))
+            _, (expires, _) = next(iter(self._entries.items()))
             if expires > now:
                 break
-            del self._entries[cookie]
+            self._pop_oldest()
+
+    def _pop_oldest(self) -> None:
+        cookie, (_, reply) = self._entries.popitem(last=False)
+        self.nbytes -= _cost(cookie, reply)
+
+
+def _cost(cookie: bytes, reply: bytes) -> int:
+    return len(cookie) + len(reply) + ENTRY_OVERHEAD

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 BUF_SIZE = 8192
 MAX_COMMAND = BUF_SIZE - 1
 UNIX_PATH_MAX = 107
-BACKLOG = 32
+#: accept queue of stream listeners: dozens of one-shot clients may connect at once
+BACKLOG = 128
 UDP_RCVBUF = 64 * 1024
 E5_REPLY = b"E5\n"
 _SEPARATORS = re.compile(rb"[ \t\r\n]+")
