@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from rtpp.config import Config
+from rtpp.netutil import routed_source
 from rtpp.record import (
     RecordCounters,
     Recorder,
@@ -93,7 +94,7 @@ class RoutedLocal:
 
     def write(self, data, src, dst, arrival_wall_s: float) -> None:
         if dst[0] in WILDCARDS:
-            dst = (_routed_source(WILDCARDS[dst[0]], src[0]) or dst[0], dst[1])
+            dst = (_routed_source(src[0]) or dst[0], dst[1])
         self.recorder.write(data, src, dst, arrival_wall_s)
 
     def close(self) -> None:
@@ -109,20 +110,16 @@ def local_of(st: Stream) -> tuple:
     """The stream's local (host, port); a wildcard host becomes the routed source address."""
     host, port = st.local[:2]
     if host in WILDCARDS and st.remote is not None:
-        host = _routed_source(WILDCARDS[host], st.remote[0]) or host
+        host = _routed_source(st.remote[0]) or host
     return host, port
 
 
 @lru_cache(maxsize=1024)
-def _routed_source(family: int, remote_host: str) -> str | None:
-    probe = socket.socket(family, socket.SOCK_DGRAM)
+def _routed_source(remote_host: str) -> str | None:
     try:
-        probe.connect((remote_host, 9))
-        return probe.getsockname()[0]
+        return routed_source(remote_host)
     except OSError:
         return None
-    finally:
-        probe.close()
 
 
 #: How many numbered alternatives (`CALLID=FTAG.2.o.rtp`, ...) are tried for a taken name.

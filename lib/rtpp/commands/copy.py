@@ -11,6 +11,7 @@ import socket
 
 from rtpp.commands.command import Copy, SubCopy
 from rtpp.commands.errors import CommandError, ECode
+from rtpp.netutil import routed_source
 from rtpp.ports import PortsExhausted, bind_pair
 from rtpp.recording import RemoteCopy
 from rtpp.session import Session
@@ -47,19 +48,10 @@ def parse_udp_target(target: str) -> tuple[str, int] | None:
     return addr, port
 
 
-def _routed_ipv4(host: str) -> str:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect((host, 9))
-        return probe.getsockname()[0]
-    finally:
-        probe.close()
-
-
 def start_remote_copy(sess: Session, leg: int, dest: tuple[str, int], app) -> tuple[int, str]:
     media = app.media
     try:
-        local = _routed_ipv4(dest[0])
+        local = routed_source(dest[0])
         allocator = media.allocators[socket.AF_INET]
         pair = allocator.allocate(bind_pair(socket.AF_INET, local, app.config.tos))
     except (OSError, PortsExhausted) as exc:
