@@ -91,7 +91,7 @@ class Sweeper:
         independent = media.config.ttl_independent
         for sess in list(media.sessions):
             if tick(sess, independent):
-                log.info("%s: session timeout", sess.call_id)
+                log.info("session timeout", extra=sess.log_ctx)
                 media.destroy(sess, "timeout")
         self._update_rates(now)
 

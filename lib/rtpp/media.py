@@ -62,7 +62,7 @@ class Media:
     def register(self, sess: Session) -> None:
         self.sessions.add(sess)
         self.counters.incr("nsess_created")
-        log.info("%s: new session, tag %s", sess.call_id, sess.from_tag)
+        log.info("new session, tag %s", sess.from_tag, extra=sess.log_ctx)
 
     def allocate_leg(self, sess: Session, index: int, laddr: ListenAddr) -> None:
         """Bind an RTP/RTCP port pair for leg `index`, replacing any pair it had."""
@@ -70,7 +70,7 @@ class Media:
         try:
             pair = allocator.allocate(bind_pair(laddr.family, laddr.host, self.config.tos))
         except PortsExhausted:
-            log.error("%s: can't allocate a port pair: range exhausted", sess.call_id)
+            log.error("can't allocate a port pair: range exhausted", extra=sess.log_ctx)
             raise
         self.release_leg(sess, index)
         rtp, rtcp = sess.leg(index)
@@ -117,15 +117,19 @@ class Media:
             self.counters.incr("nsess_timeout")
             if sess.notify_target is not None and sess.notify_tag is not None:
                 self.notifier.send(sess.notify_target, sess.notify_tag)
+        caller, callee = sess.rtp.streams[1], sess.rtp.streams[0]
         log.info(
-            "%s: session %s (%s), RTP in %d/%d, relayed %d/%d",
-            sess.call_id,
-            "timeout" if reason == "timeout" else "deleted",
+            "session ended (%s): RTP from caller %d, from callee %d, relayed %d/%d, "
+            "ignored %d/%d, lasted %.1f s",
             reason,
-            sess.rtp.streams[1].npkts_in,
-            sess.rtp.streams[0].npkts_in,
-            sess.rtp.streams[1].nrelayed,
-            sess.rtp.streams[0].nrelayed,
+            caller.npkts_in,
+            callee.npkts_in,
+            caller.nrelayed,
+            callee.nrelayed,
+            caller.nignored,
+            callee.nignored,
+            time.monotonic() - sess.created,
+            extra=sess.log_ctx,
         )
 
     def destroy_all(self, reason: str) -> int:

@@ -186,7 +186,7 @@ class Recording:
     def start(self, sess: Session, leg: int, single: bool) -> bool:
         """Record what leg `leg` receives (and its RTCP unless -R); True on success."""
         if not self.enabled:
-            log.error("%s: directory for saving local recordings is not configured", sess.call_id)
+            log.error("directory for saving local recordings is not configured", extra=sess.log_ctx)
             return False
         _drop_dead(sess.leg(leg), "recorder")
         if single and self.config.record_pcap:
@@ -215,7 +215,7 @@ class Recording:
                 if recorder is None:
                     break
                 st.recorder = self._wrap(st, recorder)
-                log.info("%s: starting recording %s on port %d", sess.call_id, name, st.port)
+                log.info("starting recording %s on port %d", name, st.port, extra=sess.log_ctx)
             sess.refresh_fast()
         return rtp.recorder is not None
 
@@ -240,7 +240,7 @@ class Recording:
             shared = self._open(name, "RTP/RTCP")
             if shared is None:
                 return False
-            log.info("%s: starting recording %s", sess.call_id, name)
+            log.info("starting recording %s", name, extra=sess.log_ctx)
         else:
             shared.retain()
         rtp.recorder = self._wrap(rtp, shared)
