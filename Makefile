@@ -39,6 +39,7 @@ test-unit: $(STAMP)
 	$(VPY) -m pytest -q -m "not packaging" tests
 
 test: lint $(STAMP)
+	packaging/install-deps.sh check
 	$(VPY) -m pytest -q tests
 	$(MAKE) test-binary
 
@@ -74,6 +75,8 @@ soak: $(STAMP)
 
 clean:
 	rm -rf build dist run .pytest_cache .ruff_cache
+	rm -rf debian/rtpproxy debian/.debhelper debian/files debian/*.substvars \
+		debian/debhelper-build-stamp
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

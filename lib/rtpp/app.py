@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+# encodings.idna and gevent.threadpool are imported now, not on first use (host names in
+# copy targets; the recorders' thread pool): a one-file build cannot load modules once
+# the daemon has detached or dropped privileges.
+import encodings.idna  # noqa: F401
 import logging
 import time
 
 import gevent
-import gevent.threadpool  # noqa: F401  recorders use the pool; import before dropping privileges
+import gevent.threadpool  # noqa: F401
 
 from rtpp.commands import FailedReply, load_handlers
 from rtpp.commands.command import ParseContext

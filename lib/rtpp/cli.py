@@ -49,7 +49,7 @@ Options:
   --dso PATH          Dynamic module to load (not supported; accepted and ignored).
   --config PATH       Configuration file (accepted and ignored).
   --nice N            Scheduling priority, -20..20.
-  --overload_prot     Overload protection (no effect, as in the classic).
+  --overload_prot     Refuse new sessions (E98) while the process uses > 90 % of a core.
   --force_asymmetric  Never latch media addresses.
   --bridge_symmetric  Do not force asymmetric sessions in bridge mode.
   --no_resolve        Never resolve host names.
@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import getopt
 import grp
+import ipaddress
 import os
 import pwd
 import re
@@ -120,6 +121,11 @@ ROOT_WARNING = (
     "WARNING!!! Running this program as superuser is strongly not recommended, as it "
     "may pose serious security threat to your system. Use -u option to run as an "
     "unprivileged user or -F is you want to run as a superuser anyway."
+)
+OPEN_UDP_WARNING = (
+    "WARNING!!! a UDP control socket that is not on a loopback address lets anyone who "
+    "can reach it control every call (the protocol has no authentication). Bind it to "
+    "127.0.0.1 or ::1, filter it, and use -u option to run as an unprivileged user."
 )
 _DECIMAL = re.compile(r"\s*[+-]?[0-9]+")
 
@@ -305,6 +311,8 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         if any(s.datagram for s in specs):
             raise UsageError(ROOT_UDP_MSG)
         warn(ROOT_WARNING)
+    if user[0] is None and any(s.datagram and not _loopback(s.host) for s in specs):
+        warn(OPEN_UDP_WARNING)
     return Config(
         listen=listen,
         bridge=bridge,
@@ -347,6 +355,15 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         dso=tuple(_existing_path(p) for p in opts["--dso"]),
         config_file=_config_file(opts),
     )
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _ctrl_spec(text: str):

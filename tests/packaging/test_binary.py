@@ -40,7 +40,7 @@ def frozen() -> Path:
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """A short temp dir (unix socket paths must fit in 107 bytes), world-traversable."""
-    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="rpb"))
+    path = Path(tempfile.mkdtemp(dir="/tmp", prefix="rtpp-pkg-"))
     path.chmod(0o755)
     yield path
     subprocess.run(["rm", "-rf", str(path)], check=False)

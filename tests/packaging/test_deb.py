@@ -208,7 +208,7 @@ def test_daemon_runs_as_service_user(installed: Path) -> None:
     """ExecStart as systemd would run it: user rtpproxy, umask 0007, NOTIFY_SOCKET."""
     made_rundir = not RUNDIR.exists()
     run("install", "-d", "-o", "rtpproxy", "-g", "rtpproxy", "-m", "0755", str(RUNDIR))
-    tmp = Path(tempfile.mkdtemp(dir="/tmp", prefix="rpd"))
+    tmp = Path(tempfile.mkdtemp(dir="/tmp", prefix="rtpp-deb-"))
     tmp.chmod(0o755)
     notify_path = tmp / "notify"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
