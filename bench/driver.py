@@ -654,7 +654,10 @@ class Bench:
         fx, fy = self.at(x, a.fixed_n), self.at(y, a.fixed_n)
 
         def rat(u: float | None, v: float | None) -> str:
-            return f"{u / v:.3g}" if u is not None and v else "-"
+            if u is None or not v:
+                return "-"
+            r = u / v
+            return f"{r:.0f}" if r >= 100 else f"{r:.3g}" if r >= 0.01 else f"{r:.4f}"
 
         cells = [
             f"{x} / {y}",

@@ -46,7 +46,7 @@ def parse_target(text: str) -> TargetSpec:
         raise NotifyConfigError("timeout notification socket name too short")
     if text.startswith("tcp:"):
         host, sep, port_text = text[4:].rpartition(":")
-        if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not sep or not _is_port(port_text):
             raise NotifyConfigError(f"error adding timeout notification: invalid port in {text}")
         if host == CC_SELF:
             return TargetSpec(text, socket.AF_INET, None, int(port_text))
@@ -166,3 +166,8 @@ class Notifier:
     def close(self) -> None:
         for target in self.targets.values():
             target.close()
+
+
+def _is_port(text: str) -> bool:
+    """1..65535 in ASCII decimal (str.isdigit() alone also takes "²" and huge numbers)."""
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536

@@ -23,6 +23,7 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
+from gevent.monkey import get_original
 
 from rtpp.session import Stream
 from rtpp.stats import Counters
@@ -239,6 +240,44 @@ def make_reader(st: Stream, ctx: RelayContext, burst: int):
     return on_readable
 
 
+class EpollDispatcher:
+    """One epoll set for every media socket, drained from a single hub watcher."""
+
+    MAX_EVENTS = 1024
+
+    def __init__(self) -> None:
+        epoll = get_original("select", "epoll")
+        self.epoll = epoll()
+        self.handlers: dict[int, Any] = {}
+        self.watcher = gevent.get_hub().loop.io(self.epoll.fileno(), 1)
+        self.watcher.start(self.dispatch)
+
+    def add(self, fd: int, handler) -> None:
+        self.handlers[fd] = handler
+        self.epoll.register(fd, 1)
+
+    def remove(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.epoll.unregister(fd)
+
+    def dispatch(self) -> None:
+        handlers = self.handlers
+        for fd, _ in self.epoll.poll(0, self.MAX_EVENTS):
+            handler = handlers.get(fd)
+            if handler is not None:
+                handler()
+
+
+_dispatcher: EpollDispatcher | None = None
+
+
+def dispatcher() -> EpollDispatcher:
+    global _dispatcher
+    if _dispatcher is None:
+        _dispatcher = EpollDispatcher()
+    return _dispatcher
+
+
 class StreamRelay:
     """Owns one stream socket: its watcher, its greenlet, and closing both."""
 
@@ -261,6 +300,9 @@ class StreamRelay:
             while not self.closed:
                 wait(self.watcher)
                 reader()
+        elif MODE == "epoll":
+            dispatcher().add(st.sock.fileno(), make_reader(st, ctx, 1))
+            self._stop.wait()
         else:
             self.watcher.start(make_reader(st, ctx, 1))
             self._stop.wait()
@@ -271,6 +313,8 @@ class StreamRelay:
         self.closed = True
         self.watcher.stop()
         self.watcher.close()
+        if MODE == "epoll":
+            dispatcher().remove(self.stream.sock.fileno())
         self.stream.sock.close()
         self._stop.set()
         if self.greenlet is not gevent.getcurrent():

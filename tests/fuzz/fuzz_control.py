@@ -10,7 +10,7 @@ cookie; a datagram the kernel dropped is retransmitted with the same cookie, whi
 reply cache answers). At the end the daemon must still answer V, its log must show no
 crashed greenlet, and its descriptor count must be back where it started.
 
-    tests/fuzz/fuzz_control.py [--count N] [--seed S] [--ports LOW-HIGH] [--quiet]
+    tests/fuzz/fuzz_control.py [--count N] [--seed S] [--ports LOW-HIGH] [--settle S] [--quiet]
 
 Exit status 0 when everything held, 1 otherwise.
 """
@@ -431,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--ports", type=parse_ports, default=(30000, 31999))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--settle", type=float, default=0.0, help="seconds to wait for a last RSS sample"
+    )
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     tmp = short_tmpdir()
@@ -469,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         if after_fds > before["fds"] + FD_TOLERANCE:
             failures.append(f"descriptors grew from {before['fds']} to {after_fds}")
             show_sockets(pid)
+        settled = None
+        if args.settle > 0:  # the UDP reply cache holds entries for 35-38 s
+            time.sleep(args.settle)
+            settled = proc_status(pid)["VmRSS"]
         status = proxy.stop(signal.SIGTERM, timeout=10)
         if status != 0:
             failures.append(f"SIGTERM exit status {status}")
@@ -483,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             f"RSS: {before['VmRSS']} -> {after['VmRSS']} KiB "
             f"(drift {after['VmRSS'] - before['VmRSS']:+d} KiB, peak {after['VmHWM']} KiB)"
         )
+        if settled is not None:
+            drift = settled - before["VmRSS"]
+            print(f"RSS after {args.settle:.0f} s idle: {settled} KiB (drift {drift:+d} KiB)")
     finally:
         proxy.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -68,6 +68,11 @@ def _split_host_port(text: str, rest: str) -> tuple[str, int]:
         host = ""
     if not port_text:
         return host, DEFAULT_CTRL_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not _is_port(port_text):
         raise SpecError(f"{text}: invalid port")
     return host, int(port_text)
+
+
+def _is_port(text: str) -> bool:
+    """1..65535 in ASCII decimal (str.isdigit() alone also takes "²" and huge numbers)."""
+    return text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536
