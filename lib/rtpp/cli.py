@@ -54,7 +54,7 @@ Options:
   --bridge_symmetric  Do not force asymmetric sessions in bridge mode.
   --no_resolve        Never resolve host names.
   --no_redirect       Keep stdout/stderr when daemonizing; copy log lines to stderr.
-  --strict-source     A latched media leg never moves to another source address.
+  --strict-source     Packets never move a latched media leg to another source.
   -h --help           Show this help.
 """
 
