@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,7 +59,7 @@ class Stream:
         self.ssrc = draw(st.integers(0, 0xFFFFFFFF))
         self.pt = 0
         self.step = 160
-        self.now = draw(st.floats(0, 1e6, allow_nan=False))
+        self.now = draw(st.one_of(st.floats(0, 1e6), st.floats(1e8, 1e10)))
         self.sent: list[bytes] = []
         self.out: list[tuple[bytes, float]] = []
 
@@ -70,6 +71,8 @@ class Stream:
                 st.floats(0.0, 0.05, allow_nan=False),
                 st.floats(0.0, 5.0, allow_nan=False),
                 st.sampled_from([0.019, 0.021, 0.0201, 0.03, 1e-7]),
+                # a clock that steps back (jitter arithmetic with negative intervals)
+                st.floats(-0.05, 0.0, allow_nan=False),
             )
         )
         self.now += dt
@@ -129,6 +132,12 @@ class Stream:
         elif name == "step":
             self.step = draw(st.sampled_from([160, 80, 0, 1, 240, 3000, 0x7FFFFFFF, 0xFFFFFF00]))
             self.next()
+        elif name == "leap":
+            # Forward by half the timestamp space or more: serial arithmetic says "back".
+            self.ts = draw(st.integers(0, 0x1000))
+            self.next()
+            self.ts = (self.ts + draw(st.integers(0x80000000, 0xFFFFE000)) - self.step) & 0xFFFFFFFF
+            self.next()
         elif name == "same_ts":
             self.seq = (self.seq + 1) & 0xFFFF
             self.emit(self.packet(self.seq, self.ts))
@@ -186,6 +195,7 @@ OPS = (
     "wrap",
     "pt",
     "step",
+    "leap",
     "same_ts",
     "old_ts",
     "garbage",
@@ -214,12 +224,13 @@ def in_order(start_seq: int, n: int, ssrc: int = 7, step: int = 160, t0: float =
     ]
 
 
-def test_long_in_order_run_then_duplicates_and_reorders():
-    # More than a full sequence cycle in order, so the duplicate map is all set.
-    packets = in_order(65000, 70000)
+@pytest.mark.parametrize("length", [65536 + 64, 70000])
+def test_long_in_order_run_then_duplicates_and_reorders(length):
+    # About or more than a full sequence cycle in order: the duplicate map is (nearly) full.
+    packets = in_order(65000, length)
     t = packets[-1][1]
-    last = (65000 + 69999) & 0xFFFF
-    for k, back in enumerate((0, 1, 5, 300, 536, 537, 1000, 40000)):
+    last = (65000 + length - 1) & 0xFFFF
+    for k, back in enumerate([*range(0, 537), 537, 1000, 40000]):
         seq = (last - back) & 0xFFFF
         packets.append((HEAD.pack(0x80, 0, seq, 0, 7), t + 0.001 * (k + 1)))
     run_both(packets)

@@ -38,7 +38,7 @@ class Players:
         st.player = None
         player.stop()
         self.counters.incr("nplrs_destroyed")
-        log.info("%s: stopping player at port %d", st.session.call_id, st.port)
+        log.info("stopping player at port %d", st.port, extra=st.session.log_ctx)
         st.session.refresh_fast()
         return True
 
@@ -62,7 +62,7 @@ class Players:
                 return
             st.player = None
             self.counters.incr("nplrs_destroyed")
-            log.info("%s: player at port %d has finished", st.session.call_id, st.port)
+            log.info("player at port %d has finished", st.port, extra=st.session.log_ctx)
             st.session.refresh_fast()
 
         return on_complete

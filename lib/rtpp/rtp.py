@@ -23,6 +23,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
+from math import trunc
 from typing import NamedTuple
 
 RTP_VERSION = 2
@@ -241,9 +242,11 @@ MAX_SEQ_JUMP = 536
 #: Jitter samples are skipped for packets reusing one of this many recent timestamps.
 TS_DEDUP_DEPTH = 10
 _SEEN_BYTES = RTP_SEQ_MOD // 8
-#: ``_ts_top`` when no timestamp is known to be above every recent one.
+#: ``_ts_top`` before the first timestamp: above every 32-bit value.
 _TS_UNKNOWN = 1 << 32
 
+#: TS_RATES as floats: arrival_s * rate gives the same value, without an int conversion.
+_TS_RATES_FLOAT = tuple(float(rate) for rate in TS_RATES)
 _unpack_header = HEADER.unpack_from
 _StructError = struct.error
 _OK = RtpaUpdate.OK
@@ -266,24 +269,9 @@ def _set_bits(seen: bytearray, start: int, count: int) -> None:
             hi -= 1
             seen[hi >> 3] |= 1 << (hi & 7)
         if lo < hi:
-            seen[lo >> 3 : hi >> 3] = b"\xfe" * ((hi - lo) >> 3)
+            seen[lo >> 3 : hi >> 3] = b"\xff" * ((hi - lo) >> 3)
         count -= n
         start = 0
-
-
-def _ts_top(recent: deque[int]) -> int:
-    """The newest timestamp if the window is strictly increasing, else ``_TS_UNKNOWN``.
-
-    Any timestamp above it is then certainly not in the window.
-    """
-    if not recent:
-        return -1
-    prev = -1
-    for ts in recent:
-        if ts <= prev:
-            return _TS_UNKNOWN
-        prev = ts
-    return prev
 
 
 @dataclass(slots=True)
@@ -302,8 +290,8 @@ class RtpAnalyzer:
     number, plain header) that gives exactly the results of the full one
     (``_feed``): the duplicate map is written lazily (the in-order packets
     since ``_lazy_from`` are set in bulk when the map is next needed), and the
-    repeated-timestamp check is a single comparison while the recent
-    timestamps are increasing (``_ts_top``).
+    repeated-timestamp check is a comparison with the largest recent timestamp
+    (``_ts_top``).
     """
 
     perrs: int = 0
@@ -328,13 +316,15 @@ class RtpAnalyzer:
     _prev_rtime_ts: int | None = field(default=None, init=False, repr=False)
     _prev_ts: int = field(default=0, init=False, repr=False)
     _j: float = field(default=0.0, init=False, repr=False)
-    _j_updates_ssrc: int = field(default=0, init=False, repr=False)
-    jlast: float = 0.0
     jmax: float = 0.0
     _jtotal: float = field(default=0.0, init=False, repr=False)
     _jcount: int = field(default=0, init=False, repr=False)
+    #: _jcount and jlast when the current SSRC began: _j is jlast once it was updated.
+    _jcount_ssrc: int = field(default=0, init=False, repr=False)
+    _jlast_before: float = field(default=0.0, init=False, repr=False)
     _recent_ts: deque[int] | None = field(default=None, init=False, repr=False)
-    #: Every timestamp above this one is not in _recent_ts (see _ts_top()).
+    #: The largest entry of _recent_ts (-1 when empty, _TS_UNKNOWN before it exists):
+    #: a timestamp above it is certainly not a repeated one.
     _ts_top: int = field(default=_TS_UNKNOWN, init=False, repr=False)
     _last_arrival: float | None = field(default=None, init=False, repr=False)
 
@@ -354,6 +344,10 @@ class RtpAnalyzer:
     @property
     def nlost(self) -> int:
         return self.nsent - self.nrcvd
+
+    @property
+    def jlast(self) -> float:
+        return self._j if self._jcount > self._jcount_ssrc else self._jlast_before
 
     @property
     def javg(self) -> float:
@@ -377,21 +371,30 @@ class RtpAnalyzer:
         self.last_seq = seq
         self._max = top
         self._count += 1
-        rate = TS_RATES[b1 & _PT_MASK]
+        rate = _TS_RATES_FLOAT[b1 & _PT_MASK]
         if rate:
             if ts <= self._ts_top:
                 self._jitter(ts, arrival_s, rate, False)
                 return _OK
-            rtime_ts = int(arrival_s * rate)
+            rtime_ts = trunc(arrival_s * rate)  # int(), only faster
             prev_rtime_ts = self._prev_rtime_ts
             if prev_rtime_ts is not None:
                 drt = rtime_ts - prev_rtime_ts
-                dts = ((ts - self._prev_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-                if drt == 0 or not (-dts > 50 * abs(drt) or dts > 1024 * abs(drt)):
+                adrt = drt if drt >= 0 else -drt
+                # 0 < dts < 2**32 here: ts is above every recent timestamp and
+                # _prev_ts is one of them. The tests of _jitter() reduce to one.
+                dts = ts - self._prev_ts
+                if dts < 0x80000000:
+                    ok = dts <= adrt << 10 or drt == 0
+                else:
+                    dts -= 0x100000000  # serial arithmetic: a step back
+                    ok = -dts <= 50 * adrt or drt == 0
+                if ok:
+                    d = drt - dts
                     j = self._j
-                    j += (abs(drt - dts) - j) / 16.0
-                    self._j = self.jlast = j
-                    self._j_updates_ssrc += 1
+                    # Float subtraction is antisymmetric: j + (|d| - j) / 16 exactly.
+                    j -= (j - (d if d >= 0 else -d)) / 16.0
+                    self._j = j
                     if j > self.jmax:
                         self.jmax = j
                     self._jtotal += j
@@ -428,8 +431,9 @@ class RtpAnalyzer:
             if changed:
                 self.ssrc_changes += 1
                 self._prev_rtime_ts = None
+                self._jlast_before = self.jlast
+                self._jcount_ssrc = self._jcount
                 self._j = 0.0
-                self._j_updates_ssrc = 0
                 if self._recent_ts is not None:
                     self._recent_ts.clear()
                     self._ts_top = -1
@@ -491,14 +495,15 @@ class RtpAnalyzer:
         self._lazy_from = seq - 1
 
     def _jitter(self, ts: int, arrival_s: float, rate: int, skip_sample: bool) -> None:
-        rtime_ts = int(arrival_s * rate)
+        rtime_ts = trunc(arrival_s * rate)
         recent = self._recent_ts
         if recent is None:
             recent = self._recent_ts = deque(maxlen=TS_DEDUP_DEPTH)
+            self._ts_top = -1
         elif ts in recent:
             # A repeated timestamp (duplicate, redundant or event packet) says
             # nothing about transit time.
-            if self._j_updates_ssrc == 0:
+            if self._jcount == self._jcount_ssrc:
                 self._prev_rtime_ts = rtime_ts
                 self._prev_ts = ts
             return
@@ -509,13 +514,18 @@ class RtpAnalyzer:
             # Timestamp resets and jumps are not jitter.
             if drt == 0 or not (-dts > 50 * abs(drt) or dts > 1024 * abs(drt)):
                 self._j += (abs(drt - dts) - self._j) / 16.0
-                self._j_updates_ssrc += 1
-                self.jlast = self._j
                 if self._j > self.jmax:
                     self.jmax = self._j
                 self._jtotal += self._j
                 self._jcount += 1
-        recent.append(ts)
-        self._ts_top = ts if ts > self._ts_top else _ts_top(recent)
+        top = self._ts_top
+        if ts > top:
+            recent.append(ts)
+            self._ts_top = ts
+        else:
+            evicted = recent[0] if len(recent) == TS_DEDUP_DEPTH else None
+            recent.append(ts)
+            if evicted == top:
+                self._ts_top = max(recent)
         self._prev_rtime_ts = rtime_ts
         self._prev_ts = ts

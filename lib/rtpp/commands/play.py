@@ -48,13 +48,13 @@ def handle(cmd: Play, app, peer) -> str:
     prompt = open_prompt(cmd.name, codecs) if codecs else None
     if prompt is None:
         log.error(
-            "%s: can't create player: no prompt %s for codecs %s",
-            sess.call_id,
+            "can't create player: no prompt %s for codecs %s",
             cmd.name,
             cmd.codecs,
+            extra=sess.log_ctx,
         )
         raise CommandError(ECode.PLRFAIL)
     pt, data = prompt
     players.start(st, PromptSchedule(data, pt, ptime_ms, cmd.count))
-    log.info("%s: playing %s.%d to port %d", sess.call_id, cmd.name, pt, st.port)
+    log.info("playing %s.%d to port %d", cmd.name, pt, st.port, extra=sess.log_ctx)
     return "0"

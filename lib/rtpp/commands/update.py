@@ -237,10 +237,10 @@ def _apply_remote(sess: Session, upd: int, remote: RemoteAddr, family: int) -> N
 def _apply_resizer(st, resize_ms: int, app) -> None:
     if resize_ms:
         log.info(
-            "%s: RTP packets from %s will be resized to %d milliseconds",
-            st.session.call_id,
+            "RTP packets from %s will be resized to %d milliseconds",
             "caller" if st.index == 1 else "callee",
             resize_ms,
+            extra=st.session.log_ctx,
         )
     if st.resizer is None:
         if resize_ms:
