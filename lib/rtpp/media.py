@@ -12,7 +12,7 @@ from rtpp.notify import Notifier
 from rtpp.players import Players
 from rtpp.ports import PortAllocator, PortsExhausted, bind_pair
 from rtpp.recording import Recording
-from rtpp.relay import RelayContext, StreamRelay
+from rtpp.relay import RelayContext, StreamRelay, prepare_relay
 from rtpp.rtp import RtpAnalyzer
 from rtpp.session import Session, Stream
 from rtpp.session_table import SessionTable
@@ -38,6 +38,7 @@ class Media:
         self.load = 0.0  # share of one core used in the last second
         self.overloaded = False
         self.ctx = RelayContext(counters, config.strict_source, config.dup_small)
+        prepare_relay(self.ctx)
         self.allocators = {
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
             for family in (socket.AF_INET, socket.AF_INET6)

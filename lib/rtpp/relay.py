@@ -6,10 +6,11 @@ source addresses, players, recorders, copies, the resizer, drops - goes through
 `slow_packet`, which is complete on its own: the fast path is only a shortcut for a
 state `Session.refresh_fast` has proven simple.
 
-Two drivers exist for the same per-packet code. In "watcher" mode (the default) the
-greenlet installs the socket's I/O watcher with the packet handler as its callback
-and then just waits to be closed, so forwarding costs no greenlet switch. In
-"greenlet" mode the greenlet itself blocks on the watcher and drains the socket.
+Two drivers exist for the same per-packet code (`relay_ready`), chosen by the
+environment variable RTPP_RELAY. In "epoll" mode (the default) the greenlet hands
+its socket to one shared epoll set that a single hub I/O watcher drains, so
+forwarding costs no greenlet switch. In "greenlet" mode the greenlet itself blocks
+on its socket's watcher and drains the socket. bench/RESULTS.md compares them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ UPDATE_WINDOW_S = 10.0
 #: How far a packet's sequence number may be from the last one seen to move a latch.
 RELATCH_SEQ_RANGE = 536
 SMALL_PACKET_BYTES = 128
-MODE = os.environ.get("RTPP_RELAY", "watcher")
+MODE = os.environ.get("RTPP_RELAY", "epoll")
 
 _RTP_HEAD = struct.Struct("!BBHII")
 _buf = bytearray(RECV_BUF_BYTES)
@@ -147,13 +148,13 @@ def slow_packet(st: Stream, view, n: int, src: tuple, now: float, ctx: RelayCont
     if not sess.complete or sess.deleted:
         counters["npkts_discard"] += 1
         return
-    st.nrcvd += 1
+    st.slow_rcvd += 1
     data = view[:n]
     if not accept_source(st, data, n, src, now, ctx):
         st.nignored += 1
         counters["npkts_discard"] += 1
         return
-    st.npkts_in += 1
+    st.slow_in += 1
     if st.analyzer is not None:
         st.analyzer.feed(data, now)
     resizer = st.resizer
@@ -181,7 +182,7 @@ def deliver(st: Stream, data, src: tuple, ctx: RelayContext) -> bool:
         st.ndropped += 1
         counters["npkts_discard"] += 1
         return False
-    st.nrelayed += 1
+    st.slow_relayed += 1
     return True
 
 
@@ -197,124 +198,143 @@ def _record(st: Stream, data, src: tuple) -> None:
             log.exception("recording failed", extra=st.session.log_ctx)
 
 
-def make_reader(st: Stream, ctx: RelayContext, burst: int):
-    """The packet handler of one stream socket: reads up to `burst` packets."""
-    recv = st.sock.recvfrom_into
-    buf = _buf
-    view = _view
-    monotonic = time.monotonic
-    counters = ctx.counters.values
-
-    def on_readable() -> None:
-        now = monotonic()
-        for _ in range(burst):
-            try:
-                n, src = recv(buf)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                # ICMP errors surface here (ECONNREFUSED); the packet is gone either way.
-                log.debug("recvfrom: %s", exc)
-                counters["npkts_discard"] += 1
-                continue
-            if st.fast and src == st.remote:
-                st.nrcvd += 1
-                st.npkts_in += 1
-                data = view[:n]
-                if st.analyzer is not None:
-                    st.analyzer.feed(data, now)
-                peer = st.peer
-                try:
-                    peer.sock.sendto(data, peer.remote)
-                    st.nrelayed += 1
-                except OSError:
-                    st.ndropped += 1
-                    counters["npkts_discard"] += 1
-            else:
-                try:
-                    slow_packet(st, view, n, src, now, ctx)
-                except Exception:
-                    log.exception("%s: packet handling failed", st.session.call_id)
-                    counters["npkts_discard"] += 1
-
-    return on_readable
+def relay_ready(st: Stream, now: float, ctx: RelayContext) -> bool:
+    """Read and handle one packet of `st`'s socket; False when there was none."""
+    try:
+        n, src = st.sock.recvfrom_into(_buf)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        # ICMP errors surface here (ECONNREFUSED); the packet is gone either way.
+        log.debug("recvfrom: %s", exc)
+        ctx.counters.values["npkts_discard"] += 1
+        return True
+    if src == st.fast_src:
+        st.nfast += 1
+        data = _view[:n]
+        if st.analyzer is not None:
+            st.analyzer.feed(data, now)
+        try:
+            st.fwd(data, st.fwd_dst)
+        except OSError:
+            st.nfast_unsent += 1
+            st.ndropped += 1
+            ctx.counters.values["npkts_discard"] += 1
+        return True
+    try:
+        slow_packet(st, _view, n, src, now, ctx)
+    except Exception:
+        log.exception("packet handling failed", extra=st.session.log_ctx)
+        ctx.counters.values["npkts_discard"] += 1
+    return True
 
 
 class EpollDispatcher:
-    """One epoll set for every media socket, drained from a single hub watcher."""
+    """One epoll set for every media socket, drained from a single hub I/O watcher.
+
+    Forwarding then costs no greenlet switch and one watcher callback per loop
+    iteration rather than per socket. Ready sockets are polled again a few times
+    before returning to the hub, so one hub iteration serves many packets under load.
+    """
 
     MAX_EVENTS = 1024
+    MAX_ROUNDS = 4
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: RelayContext) -> None:
         epoll = get_original("select", "epoll")
         self.epoll = epoll()
-        self.handlers: dict[int, Any] = {}
+        self.ctx = ctx
+        self.streams: dict[int, Stream] = {}
         self.watcher = gevent.get_hub().loop.io(self.epoll.fileno(), 1)
         self.watcher.start(self.dispatch)
 
-    def add(self, fd: int, handler) -> None:
-        self.handlers[fd] = handler
+    def add(self, st: Stream) -> None:
+        fd = st.sock.fileno()
+        self.streams[fd] = st
         self.epoll.register(fd, 1)
 
-    def remove(self, fd: int) -> None:
-        if self.handlers.pop(fd, None) is not None:
+    def remove(self, st: Stream) -> None:
+        fd = st.sock.fileno()
+        if self.streams.get(fd) is st:
+            del self.streams[fd]
             self.epoll.unregister(fd)
 
     def dispatch(self) -> None:
-        handlers = self.handlers
-        for fd, _ in self.epoll.poll(0, self.MAX_EVENTS):
-            handler = handlers.get(fd)
-            if handler is not None:
-                handler()
+        streams = self.streams
+        poll = self.epoll.poll
+        ctx = self.ctx
+        now = time.monotonic()
+        for _ in range(self.MAX_ROUNDS):
+            events = poll(0, self.MAX_EVENTS)
+            if not events:
+                return
+            for fd, _ in events:
+                st = streams.get(fd)
+                if st is not None:
+                    relay_ready(st, now, ctx)
 
 
-_dispatcher: EpollDispatcher | None = None
+_dispatchers: dict[int, EpollDispatcher] = {}
 
 
-def dispatcher() -> EpollDispatcher:
-    global _dispatcher
-    if _dispatcher is None:
-        _dispatcher = EpollDispatcher()
-    return _dispatcher
+def prepare_relay(ctx: RelayContext) -> None:
+    """Create what the relay mode needs up front (its descriptors belong to the baseline)."""
+    if MODE != "greenlet":
+        dispatcher(ctx)
+
+
+def dispatcher(ctx: RelayContext) -> EpollDispatcher:
+    """The dispatcher of this process (one per context)."""
+    found = _dispatchers.get(id(ctx))
+    if found is None:
+        found = _dispatchers[id(ctx)] = EpollDispatcher(ctx)
+    return found
 
 
 class StreamRelay:
-    """Owns one stream socket: its watcher, its greenlet, and closing both."""
+    """Owns one stream socket for its whole life: registering it, and closing it.
 
-    __slots__ = ("stream", "watcher", "greenlet", "closed", "_stop")
+    In "greenlet" mode the greenlet itself waits on the socket and drains it; in the
+    default "epoll" mode it hands the socket to the shared dispatcher and waits to
+    be closed.
+    """
+
+    __slots__ = ("stream", "ctx", "greenlet", "closed", "_stop", "_watcher")
 
     def __init__(self, st: Stream, ctx: RelayContext) -> None:
         self.stream = st
+        self.ctx = ctx
         self.closed = False
         self._stop = Event()
-        hub = gevent.get_hub()
-        self.watcher = hub.loop.io(st.sock.fileno(), 1)
-        self.greenlet = gevent.spawn(self._run, ctx)
+        self._watcher = None
+        if MODE != "greenlet":
+            dispatcher(ctx).add(st)
+        self.greenlet = gevent.spawn(self._run)
         self.greenlet.link_exception(_log_crash)
 
-    def _run(self, ctx: RelayContext) -> None:
-        st = self.stream
-        if MODE == "greenlet":
-            reader = make_reader(st, ctx, DRAIN_BURST)
-            wait = gevent.get_hub().wait
-            while not self.closed:
-                wait(self.watcher)
-                reader()
-        elif MODE == "epoll":
-            dispatcher().add(st.sock.fileno(), make_reader(st, ctx, 1))
+    def _run(self) -> None:
+        if MODE != "greenlet":
             self._stop.wait()
-        else:
-            self.watcher.start(make_reader(st, ctx, 1))
-            self._stop.wait()
+            return
+        st, ctx = self.stream, self.ctx
+        hub = gevent.get_hub()
+        self._watcher = hub.loop.io(st.sock.fileno(), 1)
+        while not self.closed:
+            hub.wait(self._watcher)
+            now = time.monotonic()
+            for _ in range(DRAIN_BURST):
+                if not relay_ready(st, now, ctx):
+                    break
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self.watcher.stop()
-        self.watcher.close()
-        if MODE == "epoll":
-            dispatcher().remove(self.stream.sock.fileno())
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+        if MODE != "greenlet":
+            dispatcher(self.ctx).remove(self.stream)
         self.stream.sock.close()
         self._stop.set()
         if self.greenlet is not gevent.getcurrent():

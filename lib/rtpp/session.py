@@ -53,12 +53,17 @@ class Stream:
     on_hold: bool = False
     cmd_remote: Address | None = None  # the last address a command supplied
     cmd_changed_at: float = -1e9  # monotonic time a command last changed the address
-    # Fast path: the plain accept-and-forward case needs no other checks.
-    fast: bool = False
-    # Counters.
-    nrcvd: int = 0  # every packet read on a complete session
-    npkts_in: int = 0  # accepted
-    nrelayed: int = 0
+    # Fast path: a packet from `fast_src` needs no checks and goes out as
+    # `fwd(data, fwd_dst)`; `fast_src` is None unless `Session.refresh_fast` allows it.
+    fast_src: Address | None = None
+    fwd: Any = None
+    fwd_dst: Address | None = None
+    # Counters. The fast path only counts `nfast`; the totals are the properties below.
+    nfast: int = 0  # read, accepted and handed to the kernel by the fast path
+    nfast_unsent: int = 0  # of those, refused by the kernel
+    slow_rcvd: int = 0  # read on a complete session by the full path
+    slow_in: int = 0  # accepted by the full path
+    slow_relayed: int = 0
     ndropped: int = 0
     nignored: int = 0
     nplayer_drop: int = 0  # accepted but dropped for an active player (no TTL refresh)
@@ -78,6 +83,20 @@ class Stream:
     @property
     def has_ports(self) -> bool:
         return self.sock is not None
+
+    @property
+    def nrcvd(self) -> int:
+        """Packets read while the session was complete."""
+        return self.slow_rcvd + self.nfast
+
+    @property
+    def npkts_in(self) -> int:
+        """Packets accepted from the party this stream faces."""
+        return self.slow_in + self.nfast
+
+    @property
+    def nrelayed(self) -> int:
+        return self.slow_relayed + self.nfast - self.nfast_unsent
 
 
 @dataclass(slots=True, eq=False)
@@ -137,12 +156,13 @@ class Session:
             self.ttl[i] = value
 
     def refresh_fast(self) -> None:
-        """Recompute each stream's fast-path flag after any state change."""
+        """Recompute each stream's fast-path route after any state change."""
         for st in self.streams():
             peer = st.peer
-            st.fast = (
+            fast = (
                 self.allow_fast
                 and self.complete
+                and not self.deleted
                 and st.latched
                 and st.remote is not None
                 and not st.asymmetric
@@ -152,8 +172,10 @@ class Session:
                 and st.recorder is None
                 and st.copier is None
                 and st.resizer is None
-                and not st.session.deleted
             )
+            st.fast_src = st.remote if fast else None
+            st.fwd = peer.sock.sendto if fast else None
+            st.fwd_dst = peer.remote if fast else None
 
 
 def _make_pipe(session: Session, is_rtp: bool) -> Pipe:
