@@ -209,24 +209,32 @@ def relay_ready(st: Stream, now: float, ctx: RelayContext) -> bool:
         log.debug("recvfrom: %s", exc)
         ctx.counters.values["npkts_discard"] += 1
         return True
-    if src == st.fast_src:
-        st.nfast += 1
-        data = _view[:n]
-        if st.analyzer is not None:
-            st.analyzer.feed(data, now)
-        try:
-            st.fwd(data, st.fwd_dst)
-        except OSError:
-            st.nfast_unsent += 1
-            st.ndropped += 1
-            ctx.counters.values["npkts_discard"] += 1
+    if src != st.fast_src:
+        _slow(st, n, src, now, ctx)
         return True
+    st.nfast += 1
+    data = _view[:n]
+    if st.analyzer is not None:
+        st.analyzer.feed(data, now)
+    try:
+        st.fwd(data, st.fwd_dst)
+    except OSError:
+        _unsent(st, ctx)
+    return True
+
+
+def _slow(st: Stream, n: int, src: tuple, now: float, ctx: RelayContext) -> None:
     try:
         slow_packet(st, _view, n, src, now, ctx)
     except Exception:
         log.exception("packet handling failed", extra=st.session.log_ctx)
         ctx.counters.values["npkts_discard"] += 1
-    return True
+
+
+def _unsent(st: Stream, ctx: RelayContext) -> None:
+    st.nfast_unsent += 1
+    st.ndropped += 1
+    ctx.counters.values["npkts_discard"] += 1
 
 
 class EpollDispatcher:
@@ -263,6 +271,7 @@ class EpollDispatcher:
         streams = self.streams
         poll = self.epoll.poll
         ctx = self.ctx
+        buf, view = _buf, _view
         now = time.monotonic()
         for _ in range(self.MAX_ROUNDS):
             events = poll(0, self.MAX_EVENTS)
@@ -270,8 +279,25 @@ class EpollDispatcher:
                 return
             for fd, _ in events:
                 st = streams.get(fd)
-                if st is not None:
+                if st is None:
+                    continue
+                # relay_ready() inlined for its common case: this runs per packet.
+                try:
+                    n, src = st.sock.recvfrom_into(buf)
+                except OSError:
                     relay_ready(st, now, ctx)
+                    continue
+                if src != st.fast_src:
+                    _slow(st, n, src, now, ctx)
+                    continue
+                st.nfast += 1
+                data = view[:n]
+                if st.analyzer is not None:
+                    st.analyzer.feed(data, now)
+                try:
+                    st.fwd(data, st.fwd_dst)
+                except OSError:
+                    _unsent(st, ctx)
 
 
 _dispatchers: dict[int, EpollDispatcher] = {}
