@@ -17,8 +17,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 10.0
+# Media ranges stay below the kernel's ephemeral ports (32768 and up), which the test
+# clients' own sockets take: a client port inside a daemon's range makes pairs unbindable.
 PORT_BASE = 20000
-PORT_TOP = 60000
+PORT_TOP = 32600
 PORT_BLOCK = 200
 
 

@@ -71,15 +71,13 @@ def _create(cmd: Update, app) -> Session:
     sess.rtp.streams[1].laddr = sess.rtcp.streams[1].laddr = l1
     try:
         media.allocate_leg(sess, 0, l0)
-    except PortsExhausted as exc:
-        raise CommandError(ECode.LSTFAIL_2) from exc
-    except OSError as exc:
+    except (PortsExhausted, OSError) as exc:
         raise CommandError(ECode.LSTFAIL_2) from exc
     if cmd.mods.weak:
         sess.strong = False
         sess.rtp.streams[0].weak = True
     media.register(sess)
-    if app.config.record_all and media.recording is not None:
+    if app.config.record_all:
         media.recording.record_all(sess)
     return sess
 
