@@ -19,9 +19,10 @@ Address = tuple  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for I
 def make_address(family: int, host: str, port: int) -> Address:
     """The address tuple in the exact shape recvfrom() returns, so `==` compares sources."""
     if family == socket.AF_INET6:
-        addr, sep, scope = host.partition("%")
+        # recvfrom() carries the zone only as the scope id, never in the host text.
+        addr, _, scope = host.partition("%")
         text = socket.inet_ntop(family, socket.inet_pton(family, addr))
-        return (text + sep + scope, port, 0, _scope_id(scope))
+        return (text, port, 0, _scope_id(scope))
     return (host, port)
 
 

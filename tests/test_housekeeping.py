@@ -1,0 +1,226 @@
+"""The sweeper's per-session step: inactivity timers and expiry (PROTOCOL.md §9.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtpp.housekeeping import OVERLOAD_HIGH, OVERLOAD_LOW, leg_active, overload_state, tick
+from rtpp.session import Session
+
+
+def session(ttl: int, complete: bool = True) -> Session:
+    sess = Session("call", "tag", 0.0, 0.0)
+    sess.set_ttl_max(ttl)
+    sess.complete = complete
+    return sess
+
+
+def packet(sess: Session, index: int, rtcp: bool = False, fast: bool = False) -> None:
+    """Account one accepted packet on leg `index` the way the relay does."""
+    pipe = sess.rtcp if rtcp else sess.rtp
+    st = pipe.streams[index]
+    if fast:
+        st.nfast += 1
+    else:
+        st.slow_rcvd += 1
+        st.slow_in += 1
+
+
+def ticks_until_expiry(sess: Session, independent: bool, limit: int = 100, each=None) -> int:
+    for n in range(1, limit + 1):
+        if each is not None:
+            each(sess)
+        if tick(sess, independent):
+            return n
+    raise AssertionError("session never expired")
+
+
+# leg_active
+
+
+def test_leg_is_idle_without_packets():
+    sess = session(5)
+    assert not leg_active(sess, 0)
+    assert not leg_active(sess, 1)
+
+
+def test_leg_is_active_once_per_batch_of_packets():
+    sess = session(5)
+    packet(sess, 1)
+    packet(sess, 1)
+    assert leg_active(sess, 1)
+    assert not leg_active(sess, 1)
+    assert not leg_active(sess, 0)
+
+
+@pytest.mark.parametrize("rtcp", [False, True])
+@pytest.mark.parametrize("fast", [False, True])
+def test_rtp_and_rtcp_packets_on_either_path_make_the_leg_active(rtcp, fast):
+    sess = session(5)
+    packet(sess, 0, rtcp=rtcp, fast=fast)
+    assert leg_active(sess, 0)
+    assert not leg_active(sess, 1)
+
+
+def test_packets_read_but_ignored_do_not_make_the_leg_active():
+    sess = session(5)
+    st = sess.rtp.streams[0]
+    st.slow_rcvd += 1
+    st.nignored += 1
+    assert not leg_active(sess, 0)
+
+
+def test_packets_dropped_for_a_player_do_not_make_the_leg_active():
+    sess = session(5)
+    st = sess.rtp.streams[1]
+    st.slow_rcvd += 1
+    st.slow_in += 1
+    st.ndropped += 1
+    st.nplayer_drop += 1
+    assert not leg_active(sess, 1)
+
+
+def test_packets_dropped_for_lack_of_a_destination_make_the_leg_active():
+    sess = session(5)
+    st = sess.rtp.streams[1]
+    st.slow_rcvd += 1
+    st.slow_in += 1
+    st.ndropped += 1
+    assert leg_active(sess, 1)
+
+
+# tick
+
+
+def test_idle_session_counts_down_and_expires_when_the_minimum_reaches_zero():
+    sess = session(3)
+    for expected in (2, 1, 0):
+        assert not tick(sess, False)
+        assert sess.ttl == [expected, expected]
+    assert tick(sess, False)
+
+
+def test_idle_session_lives_ttl_plus_one_sweeps():
+    assert ticks_until_expiry(session(5), False) == 6
+    assert ticks_until_expiry(session(5), True) == 6
+
+
+def test_zero_ttl_expires_at_the_first_sweep():
+    assert tick(session(0), False)
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_activity_resets_the_leg_timer_to_its_maximum(independent):
+    sess = session(10)
+    for _ in range(3):
+        tick(sess, independent)
+    assert sess.ttl == [7, 7]
+    packet(sess, 0)
+    assert not tick(sess, independent)
+    assert sess.ttl[0] == 9
+
+
+def test_unified_timer_activity_on_one_leg_resets_both():
+    sess = session(10)
+    for _ in range(3):
+        tick(sess, False)
+    packet(sess, 1)
+    tick(sess, False)
+    assert sess.ttl == [9, 9]
+
+
+def test_independent_timer_activity_on_one_leg_resets_only_that_leg():
+    sess = session(10)
+    for _ in range(3):
+        tick(sess, True)
+    packet(sess, 1)
+    tick(sess, True)
+    assert sess.ttl == [6, 9]
+
+
+def test_unified_timer_one_active_leg_keeps_the_session_alive():
+    sess = session(3)
+    for _ in range(20):
+        packet(sess, 0)
+        assert not tick(sess, False)
+
+
+def test_independent_timer_session_expires_when_either_leg_runs_out():
+    sess = session(3)
+    assert ticks_until_expiry(sess, True, each=lambda s: packet(s, 0)) == 4
+    assert sess.ttl[0] > 0
+
+
+def test_rtcp_activity_refreshes_the_timer():
+    sess = session(3)
+    for _ in range(20):
+        packet(sess, 1, rtcp=True)
+        assert not tick(sess, False)
+
+
+def test_incomplete_session_is_not_refreshed_by_packets():
+    sess = session(3, complete=False)
+    assert ticks_until_expiry(sess, False, each=lambda s: packet(s, 0)) == 4
+    sess = session(3, complete=False)
+    assert ticks_until_expiry(sess, True, each=lambda s: packet(s, 1)) == 4
+
+
+def test_packets_dropped_for_a_player_do_not_refresh_the_timer():
+    def played_over(sess: Session) -> None:
+        st = sess.rtp.streams[0]
+        st.slow_rcvd += 1
+        st.slow_in += 1
+        st.ndropped += 1
+        st.nplayer_drop += 1
+
+    assert ticks_until_expiry(session(3), False, each=played_over) == 4
+
+
+def test_activity_uses_each_legs_own_maximum():
+    sess = session(10)
+    sess.set_ttl_max(4, legs=(1,))
+    assert sess.ttl == [10, 4]
+    for _ in range(3):
+        tick(sess, True)
+    packet(sess, 0)
+    packet(sess, 1)
+    tick(sess, True)
+    assert sess.ttl == [9, 3]
+
+
+def test_activity_before_the_last_sweep_is_not_counted_again():
+    sess = session(5)
+    packet(sess, 0)
+    tick(sess, False)
+    assert sess.ttl == [4, 4]
+    tick(sess, False)
+    assert sess.ttl == [3, 3]
+
+
+# overload_state
+
+
+def test_overload_starts_only_above_the_high_mark():
+    assert not overload_state(False, OVERLOAD_HIGH)
+    assert overload_state(False, OVERLOAD_HIGH + 0.001)
+    assert not overload_state(False, OVERLOAD_LOW)
+
+
+def test_overload_persists_down_to_the_low_mark():
+    assert overload_state(True, OVERLOAD_HIGH)
+    assert overload_state(True, (OVERLOAD_HIGH + OVERLOAD_LOW) / 2)
+    assert overload_state(True, OVERLOAD_LOW)
+
+
+def test_overload_ends_below_the_low_mark():
+    assert not overload_state(True, OVERLOAD_LOW - 0.001)
+    assert not overload_state(True, 0.0)
+
+
+def test_overload_hysteresis_sequence():
+    state = False
+    seen = []
+    for load in (0.5, 0.88, 0.95, 0.88, 0.86, 0.80, 0.88, 0.91):
+        state = overload_state(state, load)
+        seen.append(state)
+    assert seen == [False, False, True, True, True, False, False, True]

@@ -1,0 +1,218 @@
+"""Timeout notification targets: `-n` parsing, matching a U's socket, resolving (§9.2)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from rtpp.control.peer import Peer
+from rtpp.notify import CC_SELF, Notifier, NotifyConfigError, TargetSpec, parse_target
+
+WILDCARD = f"tcp:{CC_SELF}:9999"
+
+
+# parse_target
+
+
+def test_unix_target():
+    spec = parse_target("unix:/run/b2bua.sock")
+    assert spec == TargetSpec("unix:/run/b2bua.sock", socket.AF_UNIX, "/run/b2bua.sock")
+    assert not spec.wildcard
+
+
+def test_bare_path_is_a_unix_target_named_with_the_prefix():
+    spec = parse_target("/var/run/opensips.sock")
+    assert spec.name == "unix:/var/run/opensips.sock"
+    assert spec.family == socket.AF_UNIX
+    assert spec.address == "/var/run/opensips.sock"
+
+
+def test_tcp_target_with_a_numeric_host():
+    spec = parse_target("tcp:127.0.0.1:9999")
+    assert spec == TargetSpec("tcp:127.0.0.1:9999", socket.AF_INET, "127.0.0.1", 9999)
+    assert not spec.wildcard
+
+
+def test_tcp_target_host_is_resolved_but_the_name_kept():
+    spec = parse_target("tcp:localhost:9999")
+    assert spec.name == "tcp:localhost:9999"
+    assert spec.family == socket.AF_INET
+    assert spec.address == socket.gethostbyname("localhost")
+    assert spec.port == 9999
+
+
+def test_cc_self_target_is_a_wildcard():
+    spec = parse_target(WILDCARD)
+    assert spec == TargetSpec(WILDCARD, socket.AF_INET, None, 9999)
+    assert spec.wildcard
+
+
+@pytest.mark.parametrize("port", ["1", "65535"])
+def test_tcp_port_bounds_are_accepted(port):
+    assert parse_target(f"tcp:127.0.0.1:{port}").port == int(port)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "tcp:127.0.0.1",
+        "tcp:127.0.0.1:",
+        "tcp:127.0.0.1:0",
+        "tcp:127.0.0.1:65536",
+        "tcp:127.0.0.1:099999",
+        "tcp:127.0.0.1:-1",
+        "tcp:127.0.0.1:+80",
+        "tcp:127.0.0.1:8o",
+        "tcp:127.0.0.1:\u00b2",
+        "tcp:127.0.0.1:\u0662\u0660",
+        f"tcp:{CC_SELF}:0",
+        f"tcp:{CC_SELF}:x",
+    ],
+)
+def test_invalid_targets_are_rejected(text):
+    with pytest.raises(NotifyConfigError):
+        parse_target(text)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(NotifyConfigError, ValueError)
+
+
+# Notifier.match
+
+
+def notifier(*specs: str) -> Notifier:
+    return Notifier(specs)
+
+
+def test_notifier_without_targets_is_not_configured():
+    assert not notifier().configured
+    assert notifier("/tmp/n.sock").configured
+
+
+def test_match_by_exact_unix_name():
+    n = notifier("unix:/tmp/n.sock")
+    assert n.match("unix:/tmp/n.sock") is n.specs[0]
+
+
+def test_match_bare_path_against_unix_targets():
+    n = notifier("tcp:127.0.0.1:9999", "unix:/tmp/n.sock")
+    assert n.match("/tmp/n.sock") is n.specs[1]
+
+
+def test_match_unix_name_for_a_target_configured_as_bare_path():
+    n = notifier("/tmp/n.sock")
+    assert n.match("unix:/tmp/n.sock") is n.specs[0]
+    assert n.match("/tmp/n.sock") is n.specs[0]
+
+
+def test_match_by_exact_tcp_name():
+    n = notifier("tcp:127.0.0.1:9999", "tcp:127.0.0.1:8888")
+    assert n.match("tcp:127.0.0.1:8888") is n.specs[1]
+
+
+def test_tcp_names_compare_as_strings():
+    n = notifier("tcp:localhost:9999")
+    assert n.match("tcp:127.0.0.1:9999") is None
+    assert n.match("tcp:localhost:9999") is n.specs[0]
+
+
+def test_match_wildcard_by_exact_name():
+    n = notifier("unix:/tmp/n.sock", WILDCARD)
+    assert n.match(WILDCARD) is n.specs[1]
+    assert n.match(f"tcp:{CC_SELF}:9998") is None
+
+
+def test_exact_fixed_target_is_preferred_over_a_wildcard():
+    n = notifier(WILDCARD, "tcp:127.0.0.1:9999")
+    assert n.match("tcp:127.0.0.1:9999") is n.specs[1]
+
+
+def test_a_concrete_address_does_not_match_a_wildcard():
+    n = notifier(WILDCARD)
+    assert n.match("tcp:127.0.0.1:9999") is None
+
+
+def test_bare_path_does_not_match_a_different_path():
+    n = notifier("unix:/tmp/n.sock")
+    assert n.match("/tmp/other.sock") is None
+    assert n.match("n.sock") is None
+
+
+def test_bare_name_is_never_compared_with_tcp_targets():
+    n = notifier("tcp:127.0.0.1:9999", WILDCARD)
+    assert n.match("9999") is None
+
+
+def test_unix_name_with_another_path_does_not_match():
+    n = notifier("unix:/tmp/n.sock")
+    assert n.match("unix:/tmp/n.sock2") is None
+    assert n.match("unix:tmp/n.sock") is None
+
+
+def test_unmatched_name_is_none():
+    n = notifier("unix:/tmp/n.sock", "tcp:127.0.0.1:9999", WILDCARD)
+    assert n.match("r 12") is None  # a Kamailio-style tag in the socket position
+    assert n.match("") is None
+
+
+def test_first_of_several_equal_targets_wins():
+    n = notifier("/tmp/n.sock", "unix:/tmp/n.sock")
+    assert n.match("/tmp/n.sock") is n.specs[0]
+    assert n.match("unix:/tmp/n.sock") is n.specs[0]
+
+
+# Notifier.resolve
+
+
+def test_resolve_unix_target_to_its_path():
+    n = notifier("unix:/tmp/n.sock")
+    assert n.resolve(n.specs[0], Peer("udp", ("192.0.2.1", 5060))) == (
+        socket.AF_UNIX,
+        "/tmp/n.sock",
+    )
+
+
+def test_resolve_fixed_tcp_target_ignores_the_sender():
+    n = notifier("tcp:127.0.0.1:9999")
+    assert n.resolve(n.specs[0], Peer("udp", ("192.0.2.1", 5060))) == (
+        socket.AF_INET,
+        ("127.0.0.1", 9999),
+    )
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_resolve_cc_self_uses_the_ipv4_sender(kind):
+    n = notifier(WILDCARD)
+    assert n.resolve(n.specs[0], Peer(kind, ("192.0.2.44", 40000))) == (
+        socket.AF_INET,
+        ("192.0.2.44", 9999),
+    )
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        Peer("udp6", ("2001:db8::1", 40000, 0, 0)),
+        Peer("tcp6", ("::ffff:192.0.2.44", 40000, 0, 0)),
+        Peer("unix", "/run/rtpproxy.sock"),
+        Peer("cunix", None),
+        Peer("stdio"),
+        Peer("systemd"),
+    ],
+)
+def test_resolve_cc_self_uses_loopback_for_non_ipv4_senders(peer):
+    n = notifier(WILDCARD)
+    assert n.resolve(n.specs[0], peer) == (socket.AF_INET, ("127.0.0.1", 9999))
+
+
+def test_resolve_cc_self_gives_one_destination_per_sender_address():
+    n = notifier(WILDCARD)
+    spec = n.specs[0]
+    a1 = n.resolve(spec, Peer("udp", ("192.0.2.1", 1000)))
+    a2 = n.resolve(spec, Peer("udp", ("192.0.2.1", 2000)))
+    b = n.resolve(spec, Peer("udp", ("192.0.2.2", 1000)))
+    assert a1 == a2
+    assert a1 != b
