@@ -133,7 +133,16 @@ class Proxy:
 
     @property
     def pid(self) -> int:
-        return self.daemon_pid if self.daemon_pid is not None else self.proc.pid
+        """The serving process: a one-file binary's bootloader runs it as its child."""
+        if self.daemon_pid is not None:
+            return self.daemon_pid
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return pid
+        return int(children[0]) if children else pid
 
     def cmd_raw(self, data: bytes, timeout: float = 2.0, retries: int = 3) -> bytes:
         """Send raw bytes over the control socket; the raw reply (cookie included)."""
@@ -191,6 +200,8 @@ class Proxy:
             return self._stop_daemon(sig, timeout)
         if self.proc.poll() is None:
             try:
+                if sig == signal.SIGKILL and self.pid != self.proc.pid:
+                    os.kill(self.pid, sig)  # a bootloader cannot pass SIGKILL on
                 self.proc.send_signal(sig)
                 return self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

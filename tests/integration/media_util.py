@@ -60,16 +60,5 @@ def kamailio_call(proxy: Proxy, call_id: str | None = None, host: str = "127.0.0
     return Call(proxy, call_id, a, b, port_a, port_b, host)
 
 
-def server_pid(proxy: Proxy) -> int:
-    """The process that serves: a one-file binary's bootloader runs the daemon as its child."""
-    pid = proxy.pid
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = f.read().split()
-    except OSError:
-        return pid
-    return int(children[0]) if children else pid
-
-
 def open_fds(proxy: Proxy) -> int:
-    return len(os.listdir(f"/proc/{server_pid(proxy)}/fd"))
+    return len(os.listdir(f"/proc/{proxy.pid}/fd"))

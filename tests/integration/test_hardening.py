@@ -23,7 +23,7 @@ from helpers import (
     pid_alive,
     short_tmpdir,
 )
-from integration.media_util import Call, kamailio_call, open_fds, rtp, server_pid
+from integration.media_util import Call, kamailio_call, open_fds, rtp
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -250,7 +250,7 @@ def test_command_flood_does_not_cost_media_packets(rtpproxy):
         call.b_to_a(rtp(0, 0, 2, b"l" * 20))
     for call in calls:
         call.b.sock.setblocking(False)
-    pid = server_pid(proxy)
+    pid = proxy.pid
     rss_before = rss_kib(pid)
     seconds, pps = 4.0, 50
     flood = subprocess.Popen(
@@ -404,8 +404,7 @@ def test_restart_after_sigkill_reuses_socket_path_and_pidfile(rtpproxy):
     flags = ("-s", f"unix:{sock}", "-p", pidfile, "-l", "127.0.0.1")
     first = rtpproxy(*flags)
     first.cmd("U k1 127.0.0.1 4000 f")
-    first.proc.send_signal(signal.SIGKILL)
-    first.proc.wait(5)
+    first.stop(signal.SIGKILL, timeout=5)
     assert os.path.exists(sock) and os.path.exists(pidfile)  # left behind by the kill
     second = rtpproxy(*flags)
     assert second.cmd("V") == "20040107"
