@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -73,7 +74,7 @@ def _log_crash(greenlet: Greenlet) -> None:
     log.error("control greenlet %r crashed", greenlet, exc_info=greenlet.exc_info)
 
 
-class Listener:
+class Listener(ABC):
     """Common lifecycle; subclasses implement `_bind()` and `_serve_loop()`."""
 
     #: seconds `stop()` waits for client greenlets before killing them
@@ -99,8 +100,9 @@ class Listener:
         if self.sock is None and not self.closed:
             self._bind()
 
-    def _bind(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _bind(self) -> None:
+        """Create and bind `self.sock`."""
 
     def start(self, app: App) -> None:
         if self.started or self.closed:
@@ -109,8 +111,9 @@ class Listener:
         self.app = app
         self._loop = _spawn(self._serve_loop)
 
-    def _serve_loop(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _serve_loop(self) -> None:
+        """Serve until closed."""
 
     def close(self) -> None:
         if self.closed:
@@ -122,8 +125,8 @@ class Listener:
             self.sock.close()
         self._cleanup()
 
-    def _cleanup(self) -> None:
-        pass
+    def _cleanup(self) -> None:  # noqa: B027 - optional hook
+        """Release what `close()` leaves behind (e.g. a unix socket file)."""
 
     def stop(self, timeout: float | None = None) -> None:
         self.close()
