@@ -250,12 +250,19 @@ class Recording:
         return True
 
     def stop(self, sess: Session, leg: int) -> bool:
+        """N: stop recording and copying what leg `leg` receives.
+
+        The classic keeps R's recorder and C's copy in one slot of the stream, so N
+        stops either; here they are two slots and N stops both.
+        """
         stopped = False
         for st in sess.leg(leg):
-            if st.recorder is not None:
-                st.recorder.release()
-                st.recorder = None
-                stopped = True
+            for name in ("recorder", "copier"):
+                sink = getattr(st, name)
+                if sink is not None:
+                    sink.release()
+                    setattr(st, name, None)
+                    stopped = True
         sess.refresh_fast()
         return stopped
 

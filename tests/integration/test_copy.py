@@ -178,3 +178,16 @@ def test_mirror_subcommand_copies_another_session(rtpproxy):
     assert first.a_to_b(pkt)[0] == pkt  # the session itself is unaffected
     data, src = second.a.recv()  # the copy leaves the second session's caller-side port
     assert data == pkt and src == ("127.0.0.1", second.port_b)
+
+
+def test_norecord_stops_a_remote_copy(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1")
+    call = kamailio_call(proxy)
+    listener = UdpClient()
+    assert proxy.cmd(f"C {call.call_id} udp:127.0.0.1:{listener.port} ftag;1 ttag;1") == "0"
+    caller_packets(call, 1)
+    assert listener.recv()[0]
+    assert proxy.cmd(f"N {call.call_id} ftag;1 ttag;1") == "0"
+    caller_packets(call, 2)
+    assert listener.recv_none(0.3)
+    assert proxy.cmd(f"N {call.call_id} ftag;1 ttag;1") == "E50"
