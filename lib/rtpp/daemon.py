@@ -114,11 +114,18 @@ class Pidfile:
 
     @property
     def disabled(self) -> bool:
-        return self.path == NO_PIDFILE
+        return os.path.realpath(self.path) == NO_PIDFILE
 
     def write(self, pid: int | None = None) -> bool:
-        """Write `<pid>\\n`; failures are logged, not fatal (as in the classic)."""
+        """Write `<pid>\\n`; failures are logged, not fatal (as in the classic).
+
+        Only a regular file is ever replaced: a device, socket, directory or symlink
+        at the path is left alone (the classic overwrites and later unlinks them).
+        """
         if self.disabled:
+            return False
+        if not _absent_or_regular(self.path):
+            log.error("not writing pidfile %s: it exists and is not a regular file", self.path)
             return False
         pid = os.getpid() if pid is None else pid
         tmp = f"{self.path}.{pid}.tmp"
@@ -148,6 +155,15 @@ class Pidfile:
         except OSError:
             pass
         self.pid = None
+
+
+def _absent_or_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _unlink_quietly(path: str) -> None:

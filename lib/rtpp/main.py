@@ -16,6 +16,7 @@ from rtpp import cli, daemon, logsetup, sdnotify
 from rtpp.config import Config
 from rtpp.control.server import BindError, ControlServer, make_listeners
 from rtpp.control.spec import parse_spec
+from rtpp.notify import NotifyConfigError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class Daemon:
         try:
             self._start(app_class)
         except Exception as exc:
-            log.critical("start-up failed: %s", exc, exc_info=not isinstance(exc, OSError))
+            expected = isinstance(exc, (OSError, daemon.DaemonError, NotifyConfigError))
+            log.critical("start-up failed: %s", exc, exc_info=not expected)
             if self.daemonized is not None:
                 self.daemonized.fail(str(exc))
             self.shutdown()

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from helpers import free_tcp_port, free_udp_port, next_port_range, rtpproxy_command, short_tmpdir
+from rtpp.stats import STAT_NAMES
 
 pytestmark = pytest.mark.timeout(60)
 VERSION = b"20040107\n"
@@ -192,6 +193,19 @@ def test_error_replies_are_cached_too(rtpproxy):
     p = rtpproxy()
     assert udp_exchange(p.udp_addr, b"e1 Z") == udp_exchange(p.udp_addr, b"e1 V")
     assert udp_exchange(p.udp_addr, b"e2").startswith(b"e2 E")
+
+
+def test_udp_cookie_counts_toward_the_reply_size_limit(rtpproxy):
+    p = rtpproxy()
+    # ncmds_* move between the two commands
+    steady = [name for name in STAT_NAMES if not name.startswith("ncmds_")]
+    command = "Gv " + " ".join(sorted(steady, key=len, reverse=True)[:22])
+    body = p.cmd(command).encode()
+    assert 300 < len(body) < 1000
+    room = 1024 - len(body) - 2  # the reply buffer holds cookie, space, body, LF, NUL
+    fits, too_long = b"c" * (room - 1), b"c" * room
+    assert udp_exchange(p.udp_addr, fits + b" " + command.encode()) == fits + b" " + body + b"\n"
+    assert udp_exchange(p.udp_addr, too_long + b" " + command.encode()) == too_long + b" E25\n"
 
 
 # ---------------------------------------------------------------- bad input

@@ -113,6 +113,26 @@ def test_dev_null_pidfile_is_never_unlinked(rtpproxy):
     assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
 
 
+@pytest.mark.parametrize("path", ["//dev/null", "/dev/./null"])
+def test_dev_null_spelled_otherwise_is_left_alone(rtpproxy, path):
+    before = os.stat("/dev/null")
+    p = rtpproxy("-p", path)
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    assert p.stop() == 0
+    after = os.lstat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+def test_pidfile_path_holding_a_fifo_is_neither_replaced_nor_removed(rtpproxy, tmp_path):
+    fifo = tmp_path / "pid.fifo"
+    os.mkfifo(fifo)
+    p = rtpproxy("-p", str(fifo))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert p.stop() == 0
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert "it exists and is not a regular file" in p.stderr_text()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2])
 def test_terminating_signals_exit_0(rtpproxy, sig):
     p = rtpproxy()

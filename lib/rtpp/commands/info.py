@@ -21,4 +21,4 @@ def handle(cmd: Info, app, peer) -> str:
     ]
     if cmd.load:
         lines.append(f"average load: {0.0:f}")
-    return require_fit("\n".join(lines), ECode.NOMEM_6)
+    return require_fit("\n".join(lines), ECode.NOMEM_6, peer.overhead)

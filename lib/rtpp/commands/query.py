@@ -59,9 +59,9 @@ def handle(cmd: Query, app, peer) -> str:
         value = getter(a, o, sess)
         text = f"{value:f}" if is_float else str(int(value))
         parts.append(f"{name}={text}" if verbose else text)
-    body = require_fit(" ".join(parts), ECode.RTOOBIG_2)
+    body = require_fit(" ".join(parts), ECode.RTOOBIG_2, peer.overhead)
     results = [_run_sub(sub, sess, leg, app) for sub in cmd.subcommands]
-    return compose_subreplies(body, results)
+    return compose_subreplies(body, results, peer.overhead)
 
 
 def _run_sub(sub, sess: Session, leg: int, app):

@@ -38,4 +38,4 @@ def handle(cmd: Stats, app, peer) -> str:
             raise CommandError(ECode.STSFAIL)
         text = format_stat(name, stat_value(app, name))
         parts.append(f"{name}={text}" if cmd.verbose else text)
-    return require_fit(" ".join(parts), ECode.RTOOBIG_1)
+    return require_fit(" ".join(parts), ECode.RTOOBIG_1, peer.overhead)

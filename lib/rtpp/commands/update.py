@@ -50,7 +50,7 @@ def handle(cmd: Update, app, peer) -> str:
     _apply(sess, sel, cmd.mods, cmd.remote, app)
     sess.reset_ttl()
     main = _port_text(sess, sel)
-    return compose_subreplies(main, _run_subs(cmd.subcommands, sess, sel, app))
+    return compose_subreplies(main, _run_subs(cmd.subcommands, sess, sel, app), peer.overhead)
 
 
 def _run_subs(subs, sess: Session, sel: int, app) -> list:

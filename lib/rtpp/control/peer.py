@@ -1,4 +1,4 @@
-"""Who sent a control command: the transport kind and the sender's address."""
+"""Who sent a control command: the transport kind, the sender's address and cookie room."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 class Peer:
     kind: str  # "udp", "udp6", "unix", "cunix", "tcp", "tcp6", "stdio", "systemd"
     addr: tuple | str | None = None  # (host, port[, ...]) for inet kinds
+    #: Reply-buffer bytes taken before the body: `len(cookie) + 1` on UDP, else 0.
+    overhead: int = 0
 
     @property
     def ipv4_host(self) -> str:

@@ -24,6 +24,7 @@ from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.pool import Group
 
+from rtpp.commands.reply import cookie_overhead
 from rtpp.control.peer import Peer
 from rtpp.control.rcache import ReplyCache
 from rtpp.control.spec import ControlSpec
@@ -216,9 +217,9 @@ class UdpListener(Listener):
     def _reply_for(self, data: bytes, addr: tuple) -> bytes | None:
         parts = _SEPARATORS.split(data.lstrip(b" \t\r\n"), maxsplit=1)
         cookie = parts[0]
-        peer = Peer(self.spec.kind, addr)
         if not cookie:
-            return self._execute(b"", peer)
+            return self._execute(b"", Peer(self.spec.kind, addr))
+        peer = Peer(self.spec.kind, addr, cookie_overhead(cookie))
         now = time.monotonic()
         cached = self.rcache.lookup(cookie, now)
         if cached is not None:
