@@ -146,6 +146,22 @@ def test_latched_leg_drops_other_sources(rtpproxy):
     exchange(call, 1)  # the real parties are unaffected
 
 
+def test_first_real_address_after_hold_lets_the_new_source_take_the_leg(rtpproxy):
+    p = rtpproxy()
+    a, b, moved = UdpClient(), UdpClient(), UdpClient()
+    port_a, _ = parse_port_reply(p.cmd("U hold1 0.0.0.0 9 ftag;1"))  # offer on hold
+    port_b, _ = parse_port_reply(p.cmd(f"L hold1 127.0.0.1 {b.port} ftag;1 ttag;1"))
+    a.send(rtp(1, 160, 0xA, b"a" * 160), ("127.0.0.1", port_b))  # latches the caller leg
+    assert b.recv()[0][12:] == b"a" * 160
+    # The re-INVITE takes the call off hold, with media from another device.
+    p.cmd(f"U hold1 127.0.0.1 {moved.port} ftag;1 ttag;1")
+    moved.send(rtp(500, 0, 0xC, b"c" * 160), ("127.0.0.1", port_b))
+    assert b.recv()[0][12:] == b"c" * 160
+    b.send(rtp(2, 320, 0xB, b"b" * 160), ("127.0.0.1", port_a))
+    assert moved.recv()[0][12:] == b"b" * 160
+    assert a.recv_none(0.2)
+
+
 def test_packets_before_answer_are_discarded(rtpproxy):
     proxy = rtpproxy("-l", "127.0.0.1")
     a = UdpClient()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rtpp.commands.command import Query, SubDelete, SubSet
+from rtpp.commands.command import Query
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.reply import compose_subreplies, require_fit
+from rtpp.commands.update import run_subs
 from rtpp.session import Session, Stream
 
 DEFAULT_NAMES = ("ttl", "npkts_ina", "npkts_ino", "nrelayed", "ndropped")
@@ -60,18 +61,4 @@ def handle(cmd: Query, app, peer) -> str:
         text = f"{value:f}" if is_float else str(int(value))
         parts.append(f"{name}={text}" if verbose else text)
     body = require_fit(" ".join(parts), ECode.RTOOBIG_2, peer.overhead)
-    results = [_run_sub(sub, sess, leg, app) for sub in cmd.subcommands]
-    return compose_subreplies(body, results, peer.overhead)
-
-
-def _run_sub(sub, sess: Session, leg: int, app):
-    if isinstance(sub, SubDelete):
-        from rtpp.commands.delete import delete_one
-
-        delete_one(sess, 1, sub.weak, app)
-        return None
-    if isinstance(sub, SubSet):
-        from rtpp.commands.update import set_leg
-
-        return set_leg(sub, sess, leg, app.config.ttl_independent)
-    return -1
+    return compose_subreplies(body, run_subs(cmd.subcommands, sess, leg, app), peer.overhead)

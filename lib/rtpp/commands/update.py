@@ -50,10 +50,10 @@ def handle(cmd: Update, app, peer) -> str:
     _apply(sess, sel, cmd.mods, cmd.remote, app)
     sess.reset_ttl()
     main = _port_text(sess, sel)
-    return compose_subreplies(main, _run_subs(cmd.subcommands, sess, sel, app), peer.overhead)
+    return compose_subreplies(main, run_subs(cmd.subcommands, sess, sel, app), peer.overhead)
 
 
-def _run_subs(subs, sess: Session, sel: int, app) -> list:
+def run_subs(subs, sess: Session, sel: int, app) -> list:
     """Run in order up to the first failure; nothing runs on a session a `D` destroyed."""
     out = []
     for sub in subs:
@@ -223,13 +223,19 @@ def _apply_remote(sess: Session, upd: int, remote: RemoteAddr, family: int) -> N
     for st, port in targets:
         addr = make_address(family, remote.host, port)
         st.on_hold = False
-        if st.cmd_remote is not None and st.cmd_remote != addr:
+        if _moves_leg(st, addr):
             st.cmd_changed_at = now
         st.cmd_remote = addr
         if st.learned or st.remote == addr:
             continue
         st.remote = addr
         st.latched = False
+
+
+def _moves_leg(st, addr) -> bool:
+    """True if `addr` is news for a leg that already has an address (a re-INVITE moving
+    it): only then may a new source re-latch the leg for a while (README, latching)."""
+    return addr != st.cmd_remote and st.remote is not None and addr != st.remote
 
 
 def _apply_resizer(st, resize_ms: int, app) -> None:
