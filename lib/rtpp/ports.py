@@ -48,7 +48,8 @@ def open_media_socket(family: int, host: str, port: int, tos: int) -> socket.soc
 
 
 class PortAllocator:
-    """Hands out even RTP ports of one address family, round-robin over a shuffled table.
+    """Hands out even RTP ports of one address family, round-robin over a table that is
+    shuffled at start and reshuffled as it is used (sequential with `-b`).
 
     A just-released port is not reused at once: allocation continues after the last
     port handed out. Unlike the classic table walk (at most N-1 candidates), every pair
@@ -63,8 +64,9 @@ class PortAllocator:
         rng: random.Random | None = None,
     ) -> None:
         self.ports = list(range(port_min, port_max + 1, 2))
-        if not sequential:
-            (rng or random.SystemRandom()).shuffle(self.ports)
+        self.rng = None if sequential else (rng or random.SystemRandom())
+        if self.rng is not None:
+            self.rng.shuffle(self.ports)
         self.next_index = 0
         self.in_use: set[int] = set()
 
@@ -88,8 +90,21 @@ class PortAllocator:
                 raise
             self.next_index = (index + 1) % count
             self.in_use.add(port)
+            self._reshuffle(index)
             return pair
         raise PortsExhausted
+
+    def _reshuffle(self, index: int) -> None:
+        """Move the port just handed out to a random place in the second half of the
+        coming lap, so the order keeps changing yet a released port is not soon reused."""
+        count = len(self.ports)
+        if self.rng is None or count < 4:
+            return
+        half = count // 2
+        other = (self.next_index + half + self.rng.randrange(count - half)) % count
+        if other != index:
+            ports = self.ports
+            ports[index], ports[other] = ports[other], ports[index]
 
     def release(self, port: int) -> None:
         self.in_use.discard(port)
