@@ -34,8 +34,9 @@ def exchange(call, count: int, size: int = 160) -> None:
         assert src == (call.addr, call.port_b)
 
 
-def test_scripted_call_relays_every_packet_and_counts_exactly(rtpproxy):
-    proxy = rtpproxy("-l", "127.0.0.1")
+@pytest.mark.parametrize("driver", ["epoll", "greenlet"])  # RTPP_RELAY, see relay.py
+def test_scripted_call_relays_every_packet_and_counts_exactly(rtpproxy, driver):
+    proxy = rtpproxy("-l", "127.0.0.1", extra_env={"RTPP_RELAY": driver})
     call = kamailio_call(proxy)
     exchange(call, 50)
     assert proxy.cmd(f"Q {call.call_id} ftag;1 ttag;1").split()[1:] == ["50", "50", "100", "0"]
@@ -63,8 +64,9 @@ def test_wildcard_listen_replies_port_only(rtpproxy):
     assert reply.isdigit()
 
 
-def test_nat_source_differs_from_signalled_address(rtpproxy):
-    proxy = rtpproxy("-l", "127.0.0.1")
+@pytest.mark.parametrize("driver", ["epoll", "greenlet"])
+def test_nat_source_differs_from_signalled_address(rtpproxy, driver):
+    proxy = rtpproxy("-l", "127.0.0.1", extra_env={"RTPP_RELAY": driver})
     a, b = UdpClient(), UdpClient()
     # The SDP names ports nobody sends from; the proxy learns the real sources.
     port_a, _ = parse_port_reply(proxy.cmd("U nat1 127.0.0.1 9 ftag"))
