@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+from types import SimpleNamespace
+
 import pytest
 
-from rtpp.housekeeping import OVERLOAD_HIGH, OVERLOAD_LOW, leg_active, overload_state, tick
+from helpers import next_port_range
+from rtpp.app import App
+from rtpp.config import Config, ListenAddr
+from rtpp.control.peer import Peer
+from rtpp.housekeeping import (
+    OVERLOAD_HIGH,
+    OVERLOAD_LOW,
+    leg_active,
+    overload_state,
+    tick,
+    update_overload,
+)
 from rtpp.session import Session
 
 
@@ -224,3 +239,78 @@ def test_overload_hysteresis_sequence():
         state = overload_state(state, load)
         seen.append(state)
     assert seen == [False, False, True, True, True, False, False, True]
+
+
+# Overload protection (--overload_prot): E98 for new sessions only, logged, counted
+
+
+def overload_log(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "overloaded" in r.getMessage()]
+
+
+@pytest.mark.parametrize("prot", [True, False])
+def test_entering_and_leaving_overload_is_logged_once_each(caplog, prot):
+    media = SimpleNamespace(overloaded=False, config=SimpleNamespace(overload_prot=prot))
+    caplog.set_level(logging.INFO)
+    for load in (0.5, 0.95, 0.97, OVERLOAD_LOW + 0.01, 0.5, 0.4):
+        update_overload(media, load)
+    assert not media.overloaded
+    if not prot:
+        assert overload_log(caplog) == []
+        return
+    assert overload_log(caplog) == [
+        "overloaded: 95% of a core in the last second, refusing new sessions (E98)",
+        "no longer overloaded: 50% of a core in the last second, accepting new sessions",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "overloaded" in r.msg)
+
+
+@pytest.fixture
+def app_factory():
+    apps: list[App] = []
+
+    def make(**options) -> App:
+        low, high = next_port_range()
+        config = Config(
+            listen=(ListenAddr(socket.AF_INET, "127.0.0.1"),),
+            port_min=low,
+            port_max=high - 1,
+            **options,
+        )
+        app = App(config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+PEER = Peer("udp", ("127.0.0.1", 5060))
+
+
+def run(app: App, line: str) -> str:
+    return app.execute(line.encode(), PEER).rstrip("\n")
+
+
+def test_overloaded_refuses_new_calls_with_e98_and_serves_everything_else(app_factory):
+    app = app_factory(overload_prot=True)
+    port = run(app, "U old 127.0.0.1 4000 f")
+    assert port.split()[0].isdigit()
+    app.media.overloaded = True
+    assert run(app, "U new 127.0.0.1 4000 f") == "E98"
+    assert run(app, "U new2 127.0.0.1 4000 f") == "E98"
+    assert run(app, "U old 127.0.0.1 4002 f") == port  # an existing call is updated
+    assert run(app, "L old 127.0.0.1 4004 f t").split()[0].isdigit()
+    assert run(app, "V") == "20040107"
+    assert run(app, "G nsess_created nsess_refused_overload") == "1 2"
+    assert run(app, "D old f") == "0"
+    app.media.overloaded = False
+    assert run(app, "U new 127.0.0.1 4000 f").split()[0].isdigit()
+
+
+def test_overload_state_without_protection_refuses_nothing(app_factory):
+    app = app_factory()
+    app.media.overloaded = True
+    assert run(app, "U new 127.0.0.1 4000 f").split()[0].isdigit()
+    assert run(app, "G nsess_refused_overload") == "0"

@@ -1,13 +1,19 @@
-"""Timeout notification targets: `-n` parsing, matching a U's socket, resolving (§9.2)."""
+"""Timeout notification targets: `-n` parsing, matching a U's socket, resolving (§9.2),
+and the fault counters of delivery."""
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 
+import gevent
 import pytest
+from gevent.queue import Queue
 
 from rtpp.control.peer import Peer
-from rtpp.notify import CC_SELF, Notifier, NotifyConfigError, TargetSpec, parse_target
+from rtpp.notify import CC_SELF, Notifier, NotifyConfigError, Target, TargetSpec, parse_target
+from rtpp.stats import Counters
 
 WILDCARD = f"tcp:{CC_SELF}:9999"
 
@@ -216,3 +222,36 @@ def test_resolve_cc_self_gives_one_destination_per_sender_address():
     b = n.resolve(spec, Peer("udp", ("192.0.2.2", 1000)))
     assert a1 == a2
     assert a1 != b
+
+
+# Delivery faults: a clear log line and a counter
+
+
+def nowhere() -> str:
+    return os.path.join(tempfile.mkdtemp(prefix="rpn"), "down.sock")  # nobody listens
+
+
+def test_target_down_counts_every_notification_it_could_not_deliver(caplog):
+    counters = Counters()
+    n = Notifier((nowhere(),), counters)
+    dest = n.resolve(n.specs[0], Peer("udp", ("127.0.0.1", 1)))
+    for i in range(3):
+        n.send(dest, b"tag%d" % i)
+    gevent.sleep(0.1)
+    n.close()
+    assert counters["nnotify_failed"] == 3
+    assert counters["nnotify_dropped"] == 0
+    assert "unable to send timeout notification to" in caplog.text
+
+
+def test_full_queue_drops_and_counts_with_one_log_line(caplog):
+    counters = Counters()
+    target = Target(socket.AF_UNIX, nowhere(), queue=Queue(2), counters=counters)
+    for i in range(5):  # no switch in between: the sender has not run yet
+        target.submit(b"tag%d\n" % i)
+    assert counters["nnotify_dropped"] == 3
+    assert target.ndropped == 3
+    assert caplog.text.count("is full") == 1  # rate-limited
+    gevent.sleep(0.1)
+    target.close()
+    assert counters["nnotify_failed"] == 2

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
+import socket
 import stat
 import sys
 
@@ -141,6 +143,25 @@ class Pidfile:
         self.pid = pid
         return True
 
+    def live_owner(self) -> int | None:
+        """The pid the file names if that process is alive and is not us."""
+        if self.disabled:
+            return None
+        try:
+            with open(self.path) as f:
+                pid = int(f.read(64).strip())
+        except (OSError, ValueError):
+            return None
+        if pid <= 0 or pid == os.getpid():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, and not ours to signal
+        return pid
+
     def remove(self) -> None:
         if self.pid is None or self.disabled:
             return
@@ -173,20 +194,63 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def unlink_socket(path: str) -> None:
-    """Remove `path` if it is a socket (never anything else)."""
+def unlink_socket(path: str, inode: tuple[int, int] | None = None) -> None:
+    """Remove `path` if it is a socket (never anything else).
+
+    With `inode` (st_dev, st_ino), only if the path still holds that very socket: a
+    socket another process has since bound at the same path is left alone.
+    """
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode) and inode in (None, (st.st_dev, st.st_ino)):
             os.unlink(path)
     except OSError:
         pass
 
 
+def socket_inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+#: connect() errors that mean "nobody serves this socket any more"
+_STALE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK, errno.EACCES})
+
+
+def socket_in_use(path: str, timeout_s: float = 1.0) -> bool:
+    """True when a process accepts connections on the unix socket at `path`.
+
+    A socket file left behind by a killed daemon refuses connections (stale); a live
+    one accepts, or has its backlog full (EAGAIN), or does not answer in time.
+    """
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout_s)
+    try:
+        probe.connect(path)
+    except TimeoutError:
+        return True
+    except OSError as exc:
+        return exc.errno not in _STALE_ERRNOS
+    finally:
+        probe.close()
+    return True
+
+
 def chown_socket(path: str, uid: int | None, gid: int | None, mode: int) -> None:
-    """Ownership of a unix control socket per -u/-w (bound before the drop)."""
-    if uid is None and gid is None:
-        return
-    os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+    """Ownership (-u) and mode (-w) of a unix control socket, set before the drop.
+
+    The classic applies -w only when -u names a group; here a given mode always applies.
+    """
+    if uid is not None or gid is not None:
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
     if mode:
         os.chmod(path, mode)
 

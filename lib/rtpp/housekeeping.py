@@ -25,7 +25,7 @@ SWEEP_INTERVAL_S = 1.0
 OVERLOAD_HIGH = 0.90
 OVERLOAD_LOW = 0.85
 #: Debug aid for leak checks (tests/soak): when set, every sweep rewrites this file
-#: with the live greenlet and session counts.
+#: with the live greenlet, session and gc-tracked object counts.
 DEBUG_DUMP = os.environ.get("RTPP_DEBUG_DUMP", "")
 
 
@@ -104,7 +104,7 @@ class Sweeper:
         if elapsed > 0:
             values["pps_in"] = max(0, rcvd - self.last_rcvd) / elapsed
             media.load = (cpu - self.last_cpu) / elapsed
-            media.overloaded = overload_state(media.overloaded, media.load)
+            update_overload(media, media.load)
         self.last_rcvd = rcvd
         self.last_cpu = cpu
         self.last_time = now
@@ -117,8 +117,30 @@ def overload_state(overloaded: bool, load: float) -> bool:
     return load > OVERLOAD_HIGH
 
 
+def update_overload(media, load: float) -> None:
+    """Move the overload state; with --overload_prot, log entering and leaving it."""
+    was = media.overloaded
+    media.overloaded = overload_state(was, load)
+    if media.overloaded == was or not media.config.overload_prot:
+        return
+    if media.overloaded:
+        log.warning(
+            "overloaded: %.0f%% of a core in the last second, refusing new sessions (E98)",
+            load * 100,
+        )
+    else:
+        log.warning(
+            "no longer overloaded: %.0f%% of a core in the last second, accepting new sessions",
+            load * 100,
+        )
+
+
 def debug_dump(path: str, media) -> None:
-    greenlets = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet))
+    """Live greenlets, sessions and (after a full collection) gc-tracked objects."""
+    gc.collect()
+    objects = gc.get_objects()
+    greenlets = sum(1 for obj in objects if isinstance(obj, greenlet))
     with open(path + ".tmp", "w") as f:
         f.write(f"greenlets {greenlets}\nsessions {media.sessions.count}\n")
+        f.write(f"objects {len(objects)}\n")
     os.replace(path + ".tmp", path)

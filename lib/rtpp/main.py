@@ -103,6 +103,11 @@ class Daemon:
             _print_error(f"{PROG}: {exc}")
             if isinstance(exc, BindError):
                 _print_error(f"{PROG}: can't initialize control socket(s): {exc.reason}")
+                owner = self.pidfile.live_owner()
+                if owner is not None:
+                    _print_error(
+                        f"{PROG}: {self.config.pidfile} names process {owner}, still running"
+                    )
             return 1
         if not self.config.foreground:
             self.daemonized = daemon.daemonize(self.config.no_chdir, self.config.no_redirect)
@@ -124,8 +129,8 @@ class Daemon:
         if cfg.nofile_limit is not None:
             daemon.set_nofile_limit(cfg.nofile_limit)
         owner = None
-        if cfg.run_uid is not None or cfg.run_gid is not None:
-            owner = (cfg.run_uid, cfg.run_gid, cfg.sock_mode if cfg.run_group else 0)
+        if cfg.run_uid is not None or cfg.run_gid is not None or cfg.sock_mode:
+            owner = (cfg.run_uid, cfg.run_gid, cfg.sock_mode)
         specs = [parse_spec(text) for text in cfg.ctrl_socks]
         listeners = make_listeners(
             specs, no_resolve=cfg.no_resolve, owner=owner, on_eof=self.request_drain

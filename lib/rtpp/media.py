@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
 
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.config import Config, ListenAddr
+from rtpp.fdbudget import FdBudget, nofile_limit
 from rtpp.notify import Notifier
 from rtpp.players import Players
 from rtpp.ports import PortAllocator, PortsExhausted, bind_pair
+from rtpp.ratelimit import LogThrottle
 from rtpp.recording import Recording
 from rtpp.relay import RelayContext, StreamRelay, prepare_relay
 from rtpp.rtp import RtpAnalyzer
@@ -43,6 +46,8 @@ class Media:
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
             for family in (socket.AF_INET, socket.AF_INET6)
         }
+        self.fds = FdBudget(nofile_limit())
+        self._fd_log = LogThrottle()
         self.recording = Recording(config)
         self.players = Players(counters, config.dup_small)
 
@@ -52,6 +57,7 @@ class Media:
         if self.draining:
             raise CommandError(ECode.SLOWSHTDN)
         if self.overloaded and self.config.overload_prot:
+            self.counters.incr("nsess_refused_overload")
             raise CommandError(ECode.OVERLOAD)
         sess = Session(call_id, from_tag, time.monotonic(), time.time())
         sess.allow_fast = not self.config.dup_small
@@ -66,13 +72,25 @@ class Media:
         log.info("new session, tag %s", sess.from_tag, extra=sess.log_ctx)
 
     def allocate_leg(self, sess: Session, index: int, laddr: ListenAddr) -> None:
-        """Bind an RTP/RTCP port pair for leg `index`, replacing any pair it had."""
+        """Bind an RTP/RTCP port pair for leg `index`, replacing any pair it had.
+
+        Raises PortsExhausted, or OSError (EMFILE when the descriptor reserve is reached).
+        """
+        if not self.fds.room_for(2):
+            self._refuse_for_fds()
+            raise OSError(errno.EMFILE, "descriptor reserve reached")
         allocator = self.allocators[laddr.family]
         try:
             pair = allocator.allocate(bind_pair(laddr.family, laddr.host, self.config.tos))
         except PortsExhausted:
+            self.counters.incr("nsess_refused_ports")
             log.error("can't allocate a port pair: range exhausted", extra=sess.log_ctx)
             raise
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._refuse_for_fds()
+            raise
+        self.fds.opened(2)
         self.release_leg(sess, index)
         rtp, rtcp = sess.leg(index)
         for st, sock in ((rtp, pair.rtp), (rtcp, pair.rtcp)):
@@ -83,11 +101,25 @@ class Media:
             st.relay = StreamRelay(st, self.ctx)
         sess.refresh_fast()
 
+    def _refuse_for_fds(self) -> None:
+        self.counters.incr("nsess_refused_fds")
+        fds = self.fds
+        self._fd_log.log(
+            log,
+            logging.ERROR,
+            "refusing media ports: %s of %s file descriptors in use, %d kept for the "
+            "control sockets; raise the limit (-L)",
+            fds.in_use,
+            fds.limit,
+            fds.reserve,
+        )
+
     def release_leg(self, sess: Session, index: int) -> None:
         rtp, rtcp = sess.leg(index)
         if rtp.sock is None:
             return
         self.allocators[rtp.laddr.family].release(rtp.port)
+        self.fds.closed(2)
         for st in (rtp, rtcp):
             st.relay.close()
             st.relay = None

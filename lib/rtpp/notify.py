@@ -15,6 +15,8 @@ import gevent
 from gevent.queue import Full, Queue
 
 from rtpp.control.peer import Peer
+from rtpp.ratelimit import LogThrottle
+from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +70,25 @@ class Target:
     queue: Queue = field(default_factory=lambda: Queue(QUEUE_LIMIT))
     sock: socket.socket | None = None
     greenlet: gevent.Greenlet | None = None
+    counters: Counters | None = None
     nsent: int = 0
     nfailed: int = 0
+    ndropped: int = 0
+    drop_log: LogThrottle = field(default_factory=LogThrottle)
 
     def submit(self, message: bytes) -> None:
         try:
             self.queue.put_nowait(message)
         except Full:
-            self.nfailed += 1
-            log.error("notification queue for %s is full, dropping a notification", self.address)
+            self.ndropped += 1
+            self._count("nnotify_dropped")
+            self.drop_log.log(
+                log,
+                logging.ERROR,
+                "notification queue for %s is full (%d waiting), dropping a notification",
+                self.address,
+                self.queue.qsize(),
+            )
             return
         if self.greenlet is None or self.greenlet.dead:
             self.greenlet = gevent.spawn(self._send_loop)
@@ -88,7 +100,12 @@ class Target:
                 self.nsent += 1
             else:
                 self.nfailed += 1
+                self._count("nnotify_failed")
                 log.error("unable to send timeout notification to %s", self.address)
+
+    def _count(self, name: str) -> None:
+        if self.counters is not None:
+            self.counters.incr(name)
 
     def _send(self, message: bytes) -> bool:
         for _ in range(1 + SEND_RETRIES):
@@ -127,8 +144,9 @@ class Target:
 
 
 class Notifier:
-    def __init__(self, specs: tuple[str, ...]) -> None:
+    def __init__(self, specs: tuple[str, ...], counters: Counters | None = None) -> None:
         self.specs = [parse_target(text) for text in specs]
+        self.counters = counters
         self.targets: dict[object, Target] = {}
 
     @property
@@ -160,7 +178,7 @@ class Notifier:
     def send(self, dest: tuple[int, object], tag: bytes) -> None:
         target = self.targets.get(dest)
         if target is None:
-            target = self.targets[dest] = Target(*dest)
+            target = self.targets[dest] = Target(*dest, counters=self.counters)
         target.submit(tag + b"\n")
 
     def close(self) -> None:

@@ -35,6 +35,12 @@ STATS: tuple[tuple[str, str, bool], ...] = (
     ("rtpa_nlost", "Total number of lost RTP packets based on SEQ tracking", False),
     ("rtpa_perrs", "Total number of RTP packets that failed to parse", False),
     ("pps_in", "Rate at which RTP/RTCP packets are received (packets per second)", True),
+    # Faults: this implementation's additions.
+    ("nsess_refused_ports", "Number of port pair requests refused: port range exhausted", False),
+    ("nsess_refused_fds", "Number of port pair requests refused: too few descriptors", False),
+    ("nsess_refused_overload", "Number of new sessions refused by overload protection", False),
+    ("nnotify_failed", "Number of timeout notifications that could not be delivered", False),
+    ("nnotify_dropped", "Number of timeout notifications dropped: target queue full", False),
 )
 
 STAT_NAMES = frozenset(name for name, _, _ in STATS)

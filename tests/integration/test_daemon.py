@@ -197,3 +197,51 @@ def test_regular_file_at_socket_path_is_not_removed():
     assert "can't bind to a socket" in result.stderr
     with open(path) as f:
         assert f.read() == "keep"
+
+
+def test_second_instance_on_a_live_unix_socket_exits_1_and_takes_nothing_over(rtpproxy):
+    d = short_tmpdir()
+    path = os.path.join(d, "ctl.sock")
+    pidfile = os.path.join(d, "pid")
+    first = rtpproxy("-s", f"unix:{path}", "-p", pidfile)
+    inode = os.stat(path).st_ino
+    low, high = next_port_range()
+    result = start_raw(
+        "-f", "-F", "-s", f"unix:{path}", "-p", pidfile, "-m", str(low), "-M", str(high),
+        timeout=10,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        f"rtpproxy: can't bind to a socket: unix:{path}: "
+        "Address already in use (a running process serves it)"
+    )
+    assert f"rtpproxy: {pidfile} names process {first.pid}, still running" in lines
+    assert os.stat(path).st_ino == inode
+    with open(pidfile) as f:
+        assert f.read() == f"{first.pid}\n"
+    assert first.cmd("V") == "20040107"
+    assert first.stop() == 0
+    assert not os.path.exists(path) and not os.path.exists(pidfile)
+
+
+def test_stopping_leaves_alone_a_socket_another_process_bound_at_the_path(rtpproxy):
+    d = short_tmpdir()
+    path = os.path.join(d, "ctl.sock")
+    first = rtpproxy("-s", f"unix:{path}")
+    os.unlink(path)  # e.g. an operator removed it
+    second = rtpproxy("-s", f"unix:{path}")
+    assert first.stop() == 0
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    assert second.cmd("V") == "20040107"
+    assert second.stop() == 0
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("kind", ["unix", "cunix"])
+def test_w_sets_the_unix_socket_mode_without_u(rtpproxy, kind):
+    d = short_tmpdir()
+    path = os.path.join(d, "ctl.sock")
+    p = rtpproxy("-s", f"{kind}:{path}", "-s", f"udp:127.0.0.1:{free_udp_port()}", "-w", "384")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # 384 decimal
+    assert p.cmd("V") == "20040107"

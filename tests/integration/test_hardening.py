@@ -164,6 +164,39 @@ def test_idle_and_abusive_stream_connections_do_not_stall_other_clients(rtpproxy
     assert_log_clean(proxy)
 
 
+def test_flood_of_idle_connections_never_cuts_off_a_working_controller(rtpproxy):
+    tmp = short_tmpdir()
+    cunix = os.path.join(tmp, "c.sock")
+    proxy = rtpproxy(
+        "-l", "127.0.0.1", "-s", f"cunix:{cunix}", "-s", f"udp:127.0.0.1:{free_udp_port()}"
+    )
+    good = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    good.settimeout(2)
+    good.connect(cunix)
+    assert is_port(stream_cmd(good, b"U flood 127.0.0.1 4000 f\n").decode())
+    hogs: list[socket.socket] = []
+    try:
+        for _ in range(300):  # more than a listener serves at once
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(cunix)
+            hogs.append(s)
+        time.sleep(0.3)
+        # The controller, silent while the flood came in, keeps working during it.
+        assert stream_cmd(good, b"G nsess_created\n") == b"1\n"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
+            late.settimeout(2)
+            late.connect(cunix)  # a newcomer is served too, at the expense of an idle one
+            assert stream_cmd(late, b"V\n") == b"20040107\n"
+        assert stream_cmd(good, b"D flood f\n") == b"0\n"
+    finally:
+        for s in hogs:
+            s.close()
+    assert stream_cmd(good, b"V\n") == b"20040107\n"  # and after it
+    good.close()
+    assert "dropping an idle connection" in proxy.stderr_text()
+    assert_log_clean(proxy)
+
+
 def test_line_over_the_buffer_without_lf_closes_only_that_connection(rtpproxy):
     tmp = short_tmpdir()
     cunix = os.path.join(tmp, "c.sock")
@@ -188,6 +221,8 @@ def test_exhausted_port_range_recovers_as_soon_as_sessions_end(rtpproxy):
     ports = [proxy.cmd(f"U full{i} 127.0.0.1 4000 t") for i in range(4)]
     assert all(p.split()[0].isdigit() for p in ports), ports
     assert proxy.cmd("U full9 127.0.0.1 4000 t") == "E72"
+    assert proxy.cmd("G nsess_refused_ports nsess_refused_fds") == "1 0"
+    assert "can't allocate a port pair: range exhausted" in proxy.stderr_text()
     assert timed_v(proxy) < 0.5  # refusing sessions never stalls the control plane
     deadline = time.monotonic() + 5
     while proxy.cmd("U full9 127.0.0.1 4000 t") == "E72":
@@ -376,6 +411,10 @@ def test_bad_notify_targets_never_delay_a_good_one_nor_commands_nor_shutdown(rtp
     assert sorted(line for _, line in good.lines) == [f"good{i}".encode() for i in range(5)]
     assert max(t for t, _ in good.lines) - created < 4.0  # -T 1 plus the 1 s sweep
     assert proxy.cmd("G nsess_timeout") == "90"
+    while int(proxy.cmd("G nnotify_failed")) < 20:  # the unix and tcp targets that are down
+        assert time.monotonic() < deadline, proxy.cmd("Gv nnotify_failed nnotify_dropped")
+        time.sleep(0.1)
+    assert "unable to send timeout notification to" in proxy.stderr_text()
     start = time.monotonic()
     assert proxy.stop(signal.SIGTERM, timeout=10) == 0
     assert time.monotonic() - start < 3.0
@@ -385,12 +424,40 @@ def test_bad_notify_targets_never_delay_a_good_one_nor_commands_nor_shutdown(rtp
 
 
 def test_descriptor_limit_too_low_fails_sessions_with_an_error_then_recovers(rtpproxy):
-    proxy = rtpproxy("-l", "127.0.0.1", "-L", "48")
-    replies = [proxy.cmd(f"U lim{i} 127.0.0.1 4000 f") for i in range(30)]
-    failed = [r for r in replies if not r.split()[0].isdigit()]
-    assert failed, "the descriptor limit was never reached"
-    assert all(re.fullmatch(r"E\d+", r) for r in failed), failed
-    assert timed_v(proxy) < 0.5
+    tmp = short_tmpdir()
+    cunix, unix = os.path.join(tmp, "c.sock"), os.path.join(tmp, "u.sock")
+    proxy = rtpproxy(
+        "-l", "127.0.0.1", "-L", "48",
+        "-s", f"udp:127.0.0.1:{free_udp_port()}", "-s", f"cunix:{cunix}", "-s", f"unix:{unix}",
+    )  # fmt: skip
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as early:
+        early.settimeout(2)
+        early.connect(cunix)  # a controller connected before the descriptors run out
+        assert stream_cmd(early, b"V\n") == b"20040107\n"
+        replies = [proxy.cmd(f"U lim{i} 127.0.0.1 4000 f") for i in range(30)]
+        failed = [r for r in replies if not r.split()[0].isdigit()]
+        assert failed, "the descriptor limit was never reached"
+        assert set(failed) == {"E72"}, failed
+        # The control plane keeps its reserve: every kind of client is still answered.
+        assert timed_v(proxy) < 0.5
+        assert stream_cmd(early, b"G nsess_refused_fds\n") == f"{len(failed)}\n".encode()
+        for _ in range(20):
+            assert oneshot(unix, b"V", timeout=2) == b"20040107\n"
+        late = []
+        for _ in range(4):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            late.append(c)
+            c.settimeout(2)
+            c.connect(cunix)
+            assert stream_cmd(c, b"V\n") == b"20040107\n"
+        for c in late:
+            c.close()
+        assert oneshot(unix, b"U lim-more 127.0.0.1 4000 f") == b"E72\n"
+    text = proxy.stderr_text()
+    lines = [ln for ln in text.splitlines() if "file descriptors in use" in ln]
+    assert len(lines) == 1, text[-3000:]  # one clear line, not one per refusal
+    assert lines[0].startswith("ERR:") and "-L" in lines[0], lines
+    assert "Too many open files" not in text
     assert proxy.cmd("X") == "0"
     for i in range(5):
         assert proxy.cmd(f"U again{i} 127.0.0.1 4000 f").split()[0].isdigit()

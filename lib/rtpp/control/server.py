@@ -15,8 +15,8 @@ import re
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import gevent
@@ -28,7 +28,8 @@ from rtpp.commands.reply import cookie_overhead
 from rtpp.control.peer import Peer
 from rtpp.control.rcache import ReplyCache
 from rtpp.control.spec import ControlSpec
-from rtpp.daemon import chown_socket, unlink_socket
+from rtpp.daemon import chown_socket, socket_in_use, socket_inode, unlink_socket
+from rtpp.ratelimit import LogThrottle
 from rtpp.sdnotify import listen_fds
 
 log = logging.getLogger(__name__)
@@ -234,15 +235,32 @@ class UdpListener(Listener):
 # ---------------------------------------------------------------- streams
 
 
+@dataclass(slots=True, eq=False)
+class StreamClient:
+    """What eviction needs to know about one connection."""
+
+    conn: socket.socket
+    #: completed at least one command: never dropped to make room for newcomers
+    proven: bool = False
+    #: monotonic time since which a partial line has been waiting (None: no partial line)
+    stalled_since: float | None = None
+
+
 class StreamListener(Listener):
     """unix (one-shot), cunix, tcp, tcp6, systemd: one greenlet per client.
 
-    At most `max_clients` connections are served; when full, the least recently
-    active client is dropped so idle connections can never lock others out.
+    At most `max_clients` connections are served. When full (or out of descriptors),
+    room is made by dropping the oldest connection that never completed a command,
+    else the one whose partial line has waited longest (over `stall_s`); a client that
+    has completed commands and is not stuck mid-line is never dropped for a newcomer,
+    which is refused instead. So a flood of idle connections cannot cut off a working
+    controller.
     """
 
     #: concurrent connections per listener
     max_clients: int = 256
+    #: seconds a partial line may wait before its (proven) connection may be dropped
+    stall_s: float = 5.0
     #: seconds a one-shot client may take to send its command
     oneshot_timeout_s: float = 10.0
     #: seconds a persistent client may stay silent (None: forever)
@@ -259,8 +277,11 @@ class StreamListener(Listener):
         super().__init__(spec)
         self.no_resolve = no_resolve
         self.owner = owner
-        self._active: OrderedDict[Greenlet, socket.socket] = OrderedDict()
+        self._active: dict[Greenlet, StreamClient] = {}
         self._bound_path: str | None = None
+        self._bound_inode: tuple[int, int] | None = None
+        self._accept_log = LogThrottle()
+        self._full_log = LogThrottle()
 
     @property
     def one_shot(self) -> bool:
@@ -282,11 +303,14 @@ class StreamListener(Listener):
         path = self.spec.path or ""
         if len(path.encode()) > UNIX_PATH_MAX:
             raise BindError(self.spec, "socket name is too long")
+        if socket_in_use(path):
+            raise BindError(self.spec, "Address already in use (a running process serves it)")
         unlink_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)
             self._bound_path = path
+            self._bound_inode = socket_inode(path)
             if self.owner is not None:
                 chown_socket(path, *self.owner)
             sock.listen(BACKLOG)
@@ -322,10 +346,11 @@ class StreamListener(Listener):
 
     def _cleanup(self) -> None:
         if self._bound_path is not None:
-            unlink_socket(self._bound_path)
+            # Only the socket this process bound: a later instance may own the path now.
+            unlink_socket(self._bound_path, self._bound_inode)
             self._bound_path = None
-        for conn in list(self._active.values()):
-            _close_quietly(conn)
+        for client in list(self._active.values()):
+            _close_quietly(client.conn)
 
     def _serve_loop(self) -> None:
         assert self.sock is not None
@@ -335,33 +360,68 @@ class StreamListener(Listener):
             except OSError as exc:
                 if self.closed:
                     return
-                log.warning("control accept: %s", exc)
-                gevent.sleep(0.1 if exc.errno in (errno.EMFILE, errno.ENFILE) else 0)
+                out_of_fds = exc.errno in (errno.EMFILE, errno.ENFILE)
+                if out_of_fds and self._drop_one("out of file descriptors"):
+                    gevent.sleep(0)
+                    continue
+                self._accept_log.log(
+                    log, logging.WARNING, "control accept on %s: %s", self.spec.text, exc
+                )
+                gevent.sleep(0.1 if out_of_fds else 0)
                 continue
             self._admit(conn, addr)
 
     def _admit(self, conn: socket.socket, addr) -> None:
-        if len(self._active) >= self.max_clients:
-            victim, victim_conn = self._active.popitem(last=False)
-            log.warning("too many control connections on %s, dropping one", self.spec.text)
-            _close_quietly(victim_conn)
-            victim.kill(block=False)
+        if len(self._active) >= self.max_clients and not self._drop_one("too many connections"):
+            self._full_log.log(
+                log,
+                logging.WARNING,
+                "too many control connections on %s, all of them working: refusing a new one",
+                self.spec.text,
+            )
+            _close_quietly(conn)
+            return
         greenlet = Greenlet(self._client, conn, addr)
         greenlet.link_exception(_log_crash)
         greenlet.rawlink(self._forget)
-        self._active[greenlet] = conn
+        self._active[greenlet] = StreamClient(conn)
         self._clients.add(greenlet)
         greenlet.start()
 
-    def _forget(self, greenlet: Greenlet) -> None:
-        conn = self._active.pop(greenlet, None)
-        if conn is not None:
-            _close_quietly(conn)
+    def _drop_one(self, why: str) -> bool:
+        """Close the connection eviction picks (see the class docstring); False if none."""
+        victim = pick_victim(self._active, time.monotonic(), self.stall_s)
+        if victim is None:
+            return False
+        client = self._active.pop(victim)
+        self._full_log.log(
+            log,
+            logging.WARNING,
+            "control %s on %s: dropping an idle connection",
+            why,
+            self.spec.text,
+        )
+        _close_quietly(client.conn)
+        victim.kill(block=False)
+        return True
 
-    def _touch(self) -> None:
-        current = gevent.getcurrent()
-        if current in self._active:
-            self._active.move_to_end(current)
+    def _forget(self, greenlet: Greenlet) -> None:
+        client = self._active.pop(greenlet, None)
+        if client is not None:
+            _close_quietly(client.conn)
+
+    def _progress(self, completed: bool, partial: bool) -> None:
+        """Note what the current client's last read achieved."""
+        client = self._active.get(gevent.getcurrent())
+        if client is None:
+            return
+        if completed:
+            client.proven = True
+            client.stalled_since = None
+        if not partial:
+            client.stalled_since = None
+        elif client.stalled_since is None:
+            client.stalled_since = time.monotonic()
 
     def _client(self, conn: socket.socket, addr) -> None:
         peer = Peer(self.peer_kind, addr if isinstance(addr, tuple) else None)
@@ -392,7 +452,6 @@ class StreamListener(Listener):
             data = conn.recv(BUF_SIZE)
             if not data:
                 return
-            self._touch()
             buf += data
             lines = buf.split(b"\n")
             buf = lines.pop()
@@ -401,11 +460,31 @@ class StreamListener(Listener):
                 return
             for line in lines:
                 self._reply_line(conn, line, peer)
+            self._progress(completed=bool(lines), partial=bool(buf))
 
     def _reply_line(self, conn: socket.socket, line: bytes, peer: Peer) -> None:
         reply = self._execute(line[:MAX_COMMAND], peer)
         conn.settimeout(self.send_timeout_s)
         conn.sendall(reply)
+
+
+def pick_victim(
+    clients: dict[Greenlet, StreamClient], now: float, stall_s: float
+) -> Greenlet | None:
+    """The connection to drop for room: the oldest that never completed a command, else
+    the proven one stuck longest (over `stall_s`) on a partial line, else None.
+
+    `clients` is in connection order.
+    """
+    stuck: Greenlet | None = None
+    stuck_since = now - stall_s
+    for greenlet, client in clients.items():
+        if not client.proven:
+            return greenlet
+        since = client.stalled_since
+        if since is not None and since <= stuck_since:
+            stuck, stuck_since = greenlet, since
+    return stuck
 
 
 def _close_quietly(sock: socket.socket) -> None:
