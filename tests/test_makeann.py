@@ -133,6 +133,40 @@ def test_wav_without_data_chunk_is_an_error(workdir, capsys):
     assert "WAV file has no data chunk" in capsys.readouterr().err
 
 
+def streamed(pcm: bytes, size: int) -> bytes:
+    """A WAV as a streaming writer leaves it: the sizes are not the real ones."""
+    data = bytearray(wav(pcm))
+    struct.pack_into("<I", data, 4, size)
+    struct.pack_into("<I", data, data.index(b"data") + 4, size)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF, 2 * 1234 + 1000])
+def test_streamed_wav_data_runs_to_the_end_of_the_file(workdir, size):
+    pcm = tone(1234, freq=1000.0)
+    (workdir / "s.wav").write_bytes(streamed(pcm + b"\x01", size))
+    assert main(["s.wav", "s"]) == 0
+    assert (workdir / "s.0").read_bytes() == ulaw_encode(pcm)
+    assert (workdir / "s.8").read_bytes() == alaw_encode(pcm)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "detail"),
+    [
+        ("head.wav", streamed(b"", 0), "no samples in the WAV data chunk"),
+        ("one.wav", wav(b"\x01"), "no samples in the WAV data chunk"),
+        ("one.raw", b"\x01", "no samples (1 byte, a sample is 16 bits)"),
+    ],
+    ids=["header-only-wav", "one-byte-wav", "one-byte-raw"],
+)
+def test_input_without_a_single_sample_is_an_error(workdir, capsys, name, data, detail):
+    (workdir / name).write_bytes(data)
+    assert main([name, "out"]) == 1
+    assert capsys.readouterr().err == f"makeann: {name}: {detail}\n"
+    assert not (workdir / "out.0").exists()
+    assert not (workdir / "out.8").exists()
+
+
 def test_limit_stops_after_n_samples(workdir):
     pcm = tone(1000)
     (workdir / "in").write_bytes(pcm)

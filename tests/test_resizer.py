@@ -23,13 +23,17 @@ def noise(n: int, seed: int = 1) -> bytes:
 
 
 def run(resizer: Resizer, packets: list[bytes], ptime_s: float, t0: float = 1000.0):
-    """Feed packets one per ptime, polling after each arrival as the relay does."""
+    """Feed packets one per ptime, polling after each arrival as the relay does.
+
+    Every output counts as sent, as when the relay's send succeeds.
+    """
     out: list[RtpPacket] = []
     for i, data in enumerate(packets):
         now = t0 + i * ptime_s
         assert resizer.ingest(data, now)
         while (got := resizer.poll(now)) is not None:
             out.append(RtpPacket.parse(got))
+            resizer.npkts_out += 1
     return out
 
 
@@ -105,6 +109,16 @@ def test_twenty_10ms_packets_become_ten_20ms_packets():
     assert [len(p.payload) for p in out] == [160] * 10
     assert b"".join(p.payload for p in out) == data
     assert (r.npkts_in, r.npkts_out, r.npkts_discard) == (20, 10, 0)
+
+
+def test_poll_leaves_npkts_out_to_the_output_path():
+    # Only the relay knows whether a packet was sent (OPERATIONS.md §5.5).
+    packets, _ = stream([160] * 2)
+    r = Resizer(20)
+    for i, data in enumerate(packets):
+        assert r.ingest(data, 10.0 + i * 0.02)
+        assert r.poll(10.0 + i * 0.02) is not None
+    assert (r.npkts_in, r.npkts_out, r.npkts_discard) == (2, 0, 0)
 
 
 def test_sequence_numbers_start_from_the_first_emitted_packet():
@@ -239,6 +253,47 @@ def test_partial_queue_waits_then_flushes_after_maxbuf():
     out = r.poll(t0 + 281 / 8000)
     assert out is not None
     assert len(RtpPacket.parse(out).payload) == 80
+
+
+def test_timestamp_jump_re_anchors_the_clock_mapping():
+    # A sender that resumes after silence suppression with its timestamps further
+    # ahead than the time that passed (times are exact binary fractions).
+    r = Resizer(40)  # 320 samples out, maxbuf 640
+    t0 = 100.0  # internal clock 800000
+    assert r.ingest(rtp(1, 1000, noise(80, 1)), t0)
+    assert r._tsdelta == (1000 - 800000 + 40) & 0xFFFFFFFF
+    assert r.poll(t0) is None
+    t1 = t0 + 1 / 64  # 125 samples later; the timestamp jumped 8000
+    assert r.ingest(rtp(2, 9000, noise(80, 2)), t1)
+    assert r._tsdelta == (9000 - 800125 + 40) & 0xFFFFFFFF
+    # On the new mapping the first packet is long overdue: it leaves on its own...
+    first = RtpPacket.parse(r.poll(t1))
+    assert (first.ts, first.payload) == (1000, noise(80, 1))
+    # ...and the second waits until the mapped clock passes its ts + maxbuf (600 on).
+    assert r.poll(t1) is None
+    assert r.poll(t1 + 560 / 8000) is None
+    second = RtpPacket.parse(r.poll(t1 + 640 / 8000))
+    assert (second.ts, second.payload) == (9000, noise(80, 2))
+
+
+def test_late_arrival_moves_the_clock_mapping_back_by_half_the_gap():
+    r = Resizer(40)  # 320 samples out, maxbuf 640
+    t0 = 100.0  # internal clock 800000
+    assert r.ingest(rtp(1, 1000, noise(80, 1)), t0)
+    delta0 = (1000 - 800000 + 40) & 0xFFFFFFFF
+    assert r._tsdelta == delta0
+    assert r.poll(t0) is None
+    # The next packet arrives 625 samples later: ref = 1040 + 625 = 1665 while
+    # ts + out + 160 = 1080 + 320 + 160 = 1560, so delta moves back by 105 // 2.
+    t1 = t0 + 5 / 64
+    assert r.ingest(rtp(2, 1080, noise(80, 2)), t1)
+    assert r._tsdelta == (delta0 - 52) & 0xFFFFFFFF
+    # The queue (160 samples, head ts 1000) flushes once ref reaches 1000 + 640:
+    # not yet at ref 1613, but 27 samples later.
+    assert r.poll(t1) is None
+    assert r.poll(t1 + 20 / 8000) is None
+    out = RtpPacket.parse(r.poll(t1 + 40 / 8000))
+    assert (out.ts, out.payload) == (1000, noise(80, 1) + noise(80, 2))
 
 
 def test_out_of_order_packets_are_queued_in_timestamp_order():

@@ -157,12 +157,20 @@ def slow_packet(st: Stream, view, n: int, src: tuple, now: float, ctx: RelayCont
     st.slow_in += 1
     if st.analyzer is not None:
         st.analyzer.feed(data, now)
+    if st.peer.player is not None:
+        # The other party listens to a prompt: dropped as received, before the
+        # resizer, and not activity for the session timer (housekeeping.leg_active).
+        st.ndropped += 1
+        st.nplayer_drop += 1
+        counters["npkts_discard"] += 1
+        return
     resizer = st.resizer
     if resizer is not None:
         packet = bytes(data)
         if resizer.ingest(packet, now):
             while (out := resizer.poll(now)) is not None:
-                deliver(st, out, src, ctx)
+                if deliver(st, out, src, ctx):
+                    resizer.npkts_out += 1
             return
     deliver(st, data, src, ctx)
 
@@ -171,11 +179,6 @@ def deliver(st: Stream, data, src: tuple, ctx: RelayContext) -> bool:
     """Record, copy and relay one accepted packet from the party `st` faces."""
     counters = ctx.counters.values
     peer = st.peer
-    if peer.player is not None:
-        st.ndropped += 1
-        st.nplayer_drop += 1
-        counters["npkts_discard"] += 1
-        return False
     if st.recorder is not None or st.copier is not None:
         _record(st, data, src)
     if peer.sock is None or peer.remote is None or not _send(peer, data, ctx):

@@ -10,7 +10,8 @@ Usage per received RTP packet of the resized party::
     if not resizer.ingest(data, now):
         forward(data)                      # not resizable: passes unchanged
     while (out := resizer.poll(now)) is not None:
-        forward(out)
+        if forward(out):                   # sent: only then is it counted
+            resizer.npkts_out += 1
 
 Differences from the reference, on purpose: G.722 is split at one byte per
 timestamp unit (the reference splits at half that), and RTP padding of a
@@ -154,8 +155,9 @@ class Resizer:
     """Queue of one party's packets, re-cut to ``ms`` milliseconds.
 
     Counters (global statistics): ``npkts_in`` (absorbed: queued or dropped
-    late), ``npkts_out`` (returned by ``poll``), ``npkts_discard`` (dropped
-    late, plus packets thrown away by ``remove``).
+    late), ``npkts_out`` (returned by ``poll`` and then sent: the caller counts
+    it, as only the output path knows), ``npkts_discard`` (dropped late, plus
+    packets thrown away by ``remove``).
     """
 
     __slots__ = (
@@ -251,7 +253,6 @@ class Resizer:
         pkt.seq = self._seq
         self._seq = (self._seq + 1) & 0xFFFF
         self._last_sent_ts = (pkt.ts + out.nsamples) & _M32
-        self.npkts_out += 1
         return pkt.serialize()
 
     def remove(self) -> int:

@@ -270,6 +270,20 @@ def test_codec_list_first_existing_file_wins(proxy, prompts, tmp_path):
     assert check_sequence([d for _, d, _ in got], pt=0, step_ts=80) == frames(name, 0, 80)
 
 
+def test_codec_list_ends_at_an_empty_entry_and_the_start_is_logged(proxy, prompts):
+    call = kamailio_call(proxy)
+    cid, name = call.call_id, prompts["tiny"]
+    # As the classic's strtol loop: "0,,8" is the list "0", "18,,8" just "18".
+    assert proxy.cmd(f"P {cid} {name} 18,,8 {call.ftag} {call.ttag}") == "E60"
+    assert proxy.cmd(f"P {cid} {name} 0,,8 {call.ftag} {call.ttag}") == "0"
+    got = [d for _, d, _ in collect(call.a, count=10)]
+    assert check_sequence(got, pt=0, step_ts=80) == frames(name, 0, 80)
+    _, _, seq0, _, ssrc, _ = unpack(got[0])
+    assert f"playing {name}.0 to port {call.port_b}, ssrc={ssrc:08x} seq={seq0}" in (
+        proxy.stderr_text()
+    )
+
+
 def test_session_codecs_and_ptime_come_from_the_offer_and_answer(proxy, prompts):
     a, b = UdpClient(), UdpClient()
     cid = "sess@test"

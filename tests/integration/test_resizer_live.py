@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from integration.media_util import kamailio_call, rtp
+from helpers import UdpClient
+from integration.media_util import kamailio_call, parse_port_reply, rtp
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -168,3 +169,32 @@ def test_session_delete_discards_the_queue(proxy):
     wait_stat(proxy, "npkts_resizer_in", "1")
     assert call.delete() == "0"
     assert proxy.cmd("G npkts_resizer_in npkts_resizer_out npkts_resizer_discard") == "1 0 1"
+
+
+COUNTERS = "npkts_resizer_in npkts_resizer_out npkts_resizer_discard npkts_discard npkts_relayed"
+
+
+def test_media_toward_a_party_hearing_a_prompt_is_dropped_before_the_resizer(proxy, tmp_path):
+    call = kamailio_call(proxy)
+    cid = call.call_id
+    prompt = tmp_path / "moh"
+    (tmp_path / "moh.0").write_bytes(b"\xff" * 800)
+    proxy.cmd(f"UZ40 {cid} {call.addr} {call.a.port} {call.ftag}")
+    # A prompt loops toward the callee: the caller's media to it is dropped per packet.
+    assert proxy.cmd(f"P-1 {cid} {prompt} 0 {call.ttag} {call.ftag}") == "0"
+    send_paced(call.a.send, (call.addr, call.port_b), payloads(10), 0)
+    wait_stat(proxy, COUNTERS, "0 0 0 10 0")
+    assert proxy.cmd(f"Qv {cid} {call.ftag} {call.ttag} ndropped") == "ndropped=10"
+    assert proxy.cmd(f"S {cid} {call.ttag} {call.ftag}") == "0"
+
+
+def test_resized_packets_that_cannot_be_sent_are_not_counted_out(proxy):
+    a = UdpClient()
+    cid = "nodest@test"
+    port_a, _ = parse_port_reply(proxy.cmd(f"UZ40 {cid} 127.0.0.1 {a.port} ftag"))
+    # The callee's address is not known yet: nothing can go out toward it.
+    port_b, _ = parse_port_reply(proxy.cmd(f"L {cid} 0.0.0.0 0 ftag ttag"))
+    assert port_a != port_b
+    send_paced(a.send, ("127.0.0.1", port_b), payloads(10), 0)
+    wait_stat(proxy, COUNTERS, "10 0 0 5 0")
+    assert proxy.cmd(f"Qv {cid} ftag ttag ndropped") == "ndropped=5"

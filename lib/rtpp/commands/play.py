@@ -11,11 +11,16 @@ from rtpp.player import PromptSchedule, open_prompt
 
 log = logging.getLogger(__name__)
 
-#: Payload type numbers, each followed by exactly one separator character.
-_CODECS = re.compile(r"(\d+)(?:[^\d](?=\d)|[^\d]?$)")
+#: One number as C's strtol(..., 10) reads it: blanks, an optional sign, digits.
+_CODECS = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 
 
 def parse_codecs(text: str) -> list[int]:
+    """Payload types in order, read as the classic does.
+
+    A number, then exactly one separator character skipped (whatever it is);
+    the list ends where no number can be read, so ``0,,8`` is just ``[0]``.
+    """
     codecs: list[int] = []
     pos = 0
     while pos < len(text):
@@ -23,7 +28,7 @@ def parse_codecs(text: str) -> list[int]:
         if match is None:
             break
         codecs.append(int(match.group(1)))
-        pos = match.end()
+        pos = match.end() + 1
     return codecs
 
 
@@ -55,6 +60,15 @@ def handle(cmd: Play, app, peer) -> str:
         )
         raise CommandError(ECode.PLRFAIL)
     pt, data = prompt
-    players.start(st, PromptSchedule(data, pt, ptime_ms, cmd.count))
-    log.info("playing %s.%d to port %d", cmd.name, pt, st.port, extra=sess.log_ctx)
+    schedule = PromptSchedule(data, pt, ptime_ms, cmd.count)
+    players.start(st, schedule)
+    log.info(
+        "playing %s.%d to port %d, ssrc=%08x seq=%d",
+        cmd.name,
+        pt,
+        st.port,
+        schedule.ssrc,
+        schedule.seq0,
+        extra=sess.log_ctx,
+    )
     return "0"

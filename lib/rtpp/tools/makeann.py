@@ -4,11 +4,13 @@
 
 Input is raw signed 16-bit little-endian PCM, 8000 Hz, mono; a WAV file
 (``RIFF``/``WAVE``) holding exactly that is also accepted and its header
-skipped. Writes ``<template>.0`` (PCMU) and ``<template>.8`` (PCMA), raw
-payload bytes, one byte per input sample. The classic works in 160-sample
-blocks and writes a final partial block at its real length; for G.711, which
-encodes every sample on its own, that is the same as encoding the whole input
-at once.
+skipped. A ``data`` size of 0, 0xFFFFFFFF or past the end of the file (as
+streamed WAVs have) means "to the end of the file". Input that holds not a
+single sample is an error; only an empty file gives empty outputs. Writes
+``<template>.0`` (PCMU) and ``<template>.8`` (PCMA), raw payload bytes, one
+byte per input sample. The classic works in 160-sample blocks and writes a
+final partial block at its real length; for G.711, which encodes every sample
+on its own, that is the same as encoding the whole input at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 RIFF_HEADER = struct.Struct("<4sI4s")
 CHUNK_HEADER = struct.Struct("<4sI")
 FMT_CHUNK = struct.Struct("<HHIIHH")
+#: ``data`` chunk size a streaming writer leaves when it cannot seek back.
+STREAMED_SIZE = 0xFFFFFFFF
 
 
 class MakeannError(Exception):
@@ -92,7 +96,8 @@ def wav_pcm(data: bytes, path: str) -> bytes:
     pos = RIFF_HEADER.size
     while pos + CHUNK_HEADER.size <= len(data):
         chunk_id, size = CHUNK_HEADER.unpack_from(data, pos)
-        body = data[pos + CHUNK_HEADER.size : pos + CHUNK_HEADER.size + size]
+        start = pos + CHUNK_HEADER.size
+        body = data[start : start + size]
         if chunk_id == b"fmt ":
             fmt = _wav_format(body, path)
         elif chunk_id == b"data":
@@ -105,6 +110,9 @@ def wav_pcm(data: bytes, path: str) -> bytes:
                     f"{channels} channel(s), {rate} Hz, {bits} bits per sample); "
                     "need 16-bit PCM, mono, 8000 Hz"
                 )
+            if size in (0, STREAMED_SIZE) or start + size > len(data):
+                # Streamed: the writer never filled the size in.
+                return data[start:]
             return body
         pos += CHUNK_HEADER.size + size + (size & 1)
     raise MakeannError(f"{path}: WAV file has no {'data' if fmt else 'fmt'} chunk")
@@ -142,7 +150,14 @@ def read_input(path: str) -> bytes:
             data = f.read()
     except OSError as exc:
         raise MakeannError(f"can't open {path} for reading: {exc.strerror}") from None
-    return wav_pcm(data, path) if is_wav(data) else data
+    if not is_wav(data):
+        if 0 < len(data) < SAMPLE_BYTES:
+            raise MakeannError(f"{path}: no samples ({len(data)} byte, a sample is 16 bits)")
+        return data
+    pcm = wav_pcm(data, path)
+    if len(pcm) < SAMPLE_BYTES:
+        raise MakeannError(f"{path}: no samples in the WAV data chunk")
+    return pcm
 
 
 def write_outputs(template: str, pcm: bytes) -> None:
