@@ -6,6 +6,8 @@ import socket
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from rtpp.ports import open_media_socket
 from rtpp.relay import RELATCH_SEQ_RANGE, UPDATE_WINDOW_S, RelayContext, accept_source
@@ -395,3 +397,98 @@ def test_accept_source_counts_nothing(ctx):
     offer(st, rtp(5000, ssrc=1), STRANGER, ctx)
     assert ctx.counters["npkts_discard"] == 0
     assert st.nignored == 0 and st.slow_in == 0
+
+
+# Properties over arbitrary bytes (the per-packet check sees whatever the network sends)
+
+
+def rules_allow_move(data: bytes, is_rtp: bool, strict: bool, changed_age: float) -> bool:
+    """An independent statement of when a latched leg may follow another source."""
+    if strict or not is_rtp or len(data) < 12 or data[0] >> 6 != 2:
+        return False
+    if changed_age < UPDATE_WINDOW_S:
+        return True
+    seq = int.from_bytes(data[2:4], "big")
+    ssrc = int.from_bytes(data[8:12], "big")
+    if ssrc != SSRC:
+        return False
+    dist = (seq - 100) % 0x10000
+    return min(dist, 0x10000 - dist) <= RELATCH_SEQ_RANGE
+
+
+def received(data: bytes, junk: bytes) -> tuple[memoryview, int]:
+    """The packet as the relay hands it over: a view of a larger buffer, and its length."""
+    return memoryview(bytearray(data) + junk), len(data)
+
+
+rtp_like = hs.builds(
+    lambda b0, seq, ssrc, tail: struct.pack("!BBHII", b0, 0, seq, 0, ssrc) + tail,
+    hs.sampled_from([0x80, 0x90, 0xA0, 0x00, 0x40, 0xC0]),
+    hs.one_of(hs.integers(0, 0xFFFF), hs.integers(100 - 600, 100 + 600).map(lambda n: n % 65536)),
+    hs.one_of(hs.just(SSRC), hs.integers(0, 0xFFFFFFFF)),
+    hs.binary(max_size=40),
+)
+packets = hs.one_of(hs.binary(max_size=80), rtp_like)
+sources = hs.sampled_from([PHONE, NATTED, STRANGER, (PHONE[0], PHONE[1] + 1), ("::1", 4000, 0, 0)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=packets,
+    junk=hs.binary(max_size=16),
+    src=sources,
+    rtcp=hs.booleans(),
+    strict=hs.booleans(),
+    changed_age=hs.one_of(hs.just(1e9), hs.floats(0, 30)),
+)
+def test_a_latched_leg_moves_only_when_the_rules_allow(data, junk, src, rtcp, strict, changed_age):
+    ctx = RelayContext(Counters(), strict_source=strict)
+    sess = new_session()
+    st = sess.rtcp.streams[1] if rtcp else sess.rtp.streams[1]
+    if rtcp:
+        st.analyzer = RtpAnalyzer()  # an SSRC on record must not matter for RTCP
+    for seq in range(96, 101):
+        assert offer(st, rtp(seq), PHONE, ctx)
+    st.cmd_changed_at = NOW - changed_age
+    view, n = received(data, junk)
+    accepted = accept_source(st, view, n, src, NOW, ctx)
+    assert isinstance(accepted, bool)
+    if src == PHONE:
+        assert accepted and st.remote == PHONE  # its own source is always welcome
+        return
+    moved = st.remote != PHONE
+    assert accepted == moved
+    assert moved == rules_allow_move(data, not rtcp, strict, changed_age)
+    if moved:
+        assert st.remote == src and st.latched and st.learned
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=packets,
+    junk=hs.binary(max_size=16),
+    src=sources,
+    remote=hs.one_of(hs.none(), sources),
+    latched=hs.booleans(),
+    asymmetric=hs.booleans(),
+    analyzer_fed=hs.lists(rtp_like, max_size=3),
+    strict=hs.booleans(),
+    changed_age=hs.one_of(hs.just(1e9), hs.floats(0, 30)),
+)
+def test_the_source_check_never_raises_in_any_state(
+    data, junk, src, remote, latched, asymmetric, analyzer_fed, strict, changed_age
+):
+    ctx = RelayContext(Counters(), strict_source=strict)
+    st = new_session().rtp.streams[0]
+    for packet in analyzer_fed:
+        st.analyzer.feed(packet, NOW - 1)
+    st.remote, st.latched, st.asymmetric = remote, latched and remote is not None, asymmetric
+    st.cmd_changed_at = NOW - changed_age
+    view, n = received(data, junk)
+    accepted = accept_source(st, view, n, src, NOW, ctx)
+    assert isinstance(accepted, bool)
+    if asymmetric and remote is not None:
+        assert st.remote == remote  # never moves
+        assert accepted == (src[0] == remote[0])
+    if remote is not None and st.remote != remote:
+        assert accepted and st.remote == src
