@@ -1,12 +1,16 @@
 import math
+import os
 import struct
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
 import pytest
 
+from helpers import REPO
 from rtpp import g711
-from rtpp.record import Recorder, RecordFormat
+from rtpp.record import WRITER, Recorder, RecordFormat
 from rtpp.tools.extractaudio import main
 
 T0 = 1_700_000_000.0
@@ -54,6 +58,7 @@ def write_rec(
     for i, pkt in packets:
         rec.write(pkt, src, PROXY, start + 0.02 * i)
     rec.close()
+    assert WRITER.drain(timeout=10)
     return path
 
 
@@ -111,7 +116,9 @@ def test_stereo_keeps_directions_apart(call: dict) -> None:
     assert got[1::2] == [0] * 800 + call["b"]
 
 
-def test_single_file_pcap_given_with_A(tmp_path: Path) -> None:
+@pytest.fixture
+def single_file(tmp_path: Path) -> dict:
+    """A single-file pcap (Rs, -a -P): both directions and RTCP in one file."""
     a, b = tone(1000, 800), tone(300, 800)
     rec = Recorder("c=t.pcap", str(tmp_path), fmt=RecordFormat.PCAP)
     pa, pb = packets_for(a, 0, 0xA), packets_for(b, 0, 0xB, seq0=9000, ts0=77)
@@ -120,13 +127,56 @@ def test_single_file_pcap_given_with_A(tmp_path: Path) -> None:
         rec.write(y, ALICE, ("198.51.100.1", 40002), T0 + 0.02 * i + 0.001)
         rec.write(b"\x81\xc8" + bytes(26), ("198.51.100.1", 40001), ("192.0.2.2", 6001), T0)
     rec.close()
-    out = tmp_path / "o.wav"
-    assert main(["-A", str(tmp_path / "c=t.pcap"), str(out)]) == 0
-    _, got = read_wav(out)
+    assert WRITER.drain(timeout=10)
     # B's first packet arrived 1 ms (8 samples) after A's.
-    a_line, b_line = round_trip(a, 0) + [0] * 8, [0] * 8 + round_trip(b, 0)
-    expected = [max(-32768, min(32767, x + y)) for x, y in zip(a_line, b_line, strict=True)]
-    assert got == expected
+    return {
+        "path": tmp_path / "c=t.pcap",
+        "a": round_trip(a, 0) + [0] * 8,
+        "b": [0] * 8 + round_trip(b, 0),
+    }
+
+
+@pytest.mark.parametrize("given", [["-A"], ["-B"], ["-A", "-B"]])
+def test_single_file_pcap_is_split_into_its_two_directions(
+    single_file: dict, tmp_path: Path, given: list[str]
+) -> None:
+    inputs = [arg for flag in given for arg in (flag, str(single_file["path"]))]
+    out = tmp_path / "o.wav"
+    assert main([*inputs, str(out)]) == 0
+    channels, got = read_wav(out)
+    assert channels == 1
+    assert got == [c_half(x, y) for x, y in zip(single_file["a"], single_file["b"], strict=True)]
+    assert main(["-s", *inputs, str(out)]) == 0
+    channels, got = read_wav(out)
+    assert channels == 2
+    assert got[0::2] == single_file["a"] and got[1::2] == single_file["b"]
+
+
+def test_single_file_pcap_with_delete_removes_it_once(
+    single_file: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["-d", "-A", str(single_file["path"]), str(tmp_path / "o.wav")]) == 0
+    assert not single_file["path"].exists()
+    assert "can't delete" not in capsys.readouterr().err
+
+
+def test_runs_through_a_symlink_named_extractaudio(tmp_path: Path, single_file: dict) -> None:
+    link = tmp_path / "bin" / "extractaudio"
+    link.parent.mkdir()
+    link.symlink_to(REPO / "rtpproxy.py")
+    out = tmp_path / "via-link.wav"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(link), "-A", str(single_file["path"]), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert read_wav(out)[0] == 1
 
 
 def test_gaps_are_filled_with_silence_unless_n(tmp_path: Path) -> None:

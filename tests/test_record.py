@@ -6,16 +6,19 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import gevent
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtpp import record
-from rtpp.record import RecordCounters, Recorder, RecordFormat
+from rtpp.record import FileWriter, RecordCounters, Recorder, RecordFormat
 
 SRC4 = ("192.0.2.10", 48486)
 DST4 = ("198.51.100.20", 41024)
@@ -27,6 +30,11 @@ T0 = 1_700_000_000.25
 def rtp_packet(seq: int, size: int = 172) -> bytes:
     header = struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x11223344)
     return header + bytes((seq + i) & 0xFF for i in range(size - 12))
+
+
+def settle(writer: FileWriter = record.WRITER) -> None:
+    """Wait until the writer thread has done everything queued so far."""
+    assert writer.drain(timeout=10)
 
 
 def record_file(
@@ -41,6 +49,7 @@ def record_file(
     for i, pkt in enumerate(packets):
         rec.write(pkt, src, dst, T0 + i * 0.02)
     rec.close()
+    settle()
     return tmp / "call=tag.o.rtp"
 
 
@@ -187,6 +196,7 @@ def test_ip_id_counter_is_shared_by_all_pcap_files(tmp_path: Path) -> None:
         (a if i % 2 else b).write(rtp_packet(i), SRC4, DST4, T0)
     a.close()
     b.close()
+    settle()
     ids_a = [f.ip_id for f in read_pcap((tmp_path / "a").read_bytes())[1]]
     ids_b = [f.ip_id for f in read_pcap((tmp_path / "b").read_bytes())[1]]
     assert sorted(ids_a + ids_b) == [(ids_b[0] + i) & 0xFFFF for i in range(4)]
@@ -195,6 +205,7 @@ def test_ip_id_counter_is_shared_by_all_pcap_files(tmp_path: Path) -> None:
 def test_empty_rtcp_files_at_start(tmp_path: Path) -> None:
     Recorder("x.rtcp", str(tmp_path)).close()
     Recorder("y.rtcp", str(tmp_path), fmt=RecordFormat.PCAP).close()
+    settle()
     assert (tmp_path / "x.rtcp").stat().st_size == 0
     assert (tmp_path / "y.rtcp").stat().st_size == 24
 
@@ -202,8 +213,10 @@ def test_empty_rtcp_files_at_start(tmp_path: Path) -> None:
 def test_pcap_header_is_on_disk_before_close(tmp_path: Path) -> None:
     rec = Recorder("live", str(tmp_path), fmt=RecordFormat.PCAP)
     rec.write(rtp_packet(0), SRC4, DST4, T0)
+    settle()  # the header goes through the writer thread, the packet is still buffered
     assert (tmp_path / "live").stat().st_size == 24
     rec.close()
+    settle()
 
 
 def test_buffer_is_written_when_full_and_at_close(tmp_path: Path) -> None:
@@ -211,13 +224,17 @@ def test_buffer_is_written_when_full_and_at_close(tmp_path: Path) -> None:
     path = tmp_path / "buf"
     for i in range(20):  # 20 * 202 = 4040 bytes still fit the 4096-byte buffer
         rec.write(rtp_packet(i), SRC4, DST4, T0)
+    settle()
     assert path.stat().st_size == 0
     rec.write(rtp_packet(20), SRC4, DST4, T0)
+    settle()
     assert path.stat().st_size == 4040
     big = bytes(5000)
     rec.write(big, SRC4, DST4, T0)  # bigger than the buffer: flushed, then written directly
+    settle()
     assert path.stat().st_size == 4040 + 202 + 5030
     rec.close()
+    settle()
     assert path.stat().st_size == 4040 + 202 + 5030
     rec.close()  # idempotent
 
@@ -237,6 +254,7 @@ def test_shared_recorder_closes_on_last_release(tmp_path: Path) -> None:
     rec.write(rtp_packet(1), ("198.51.100.20", 41009), ("203.0.113.5", 34293), T0)
     rec.release()
     assert rec.closed
+    settle()
     _, frames = read_pcap((tmp_path / "s.pcap").read_bytes())
     assert [f.src for f in frames] == [SRC4, ("198.51.100.20", 41009)]
 
@@ -252,6 +270,7 @@ def test_spool_file_is_renamed_into_record_dir(tmp_path: Path) -> None:
     rec.write(rtp_packet(0), SRC4, DST4, T0)
     assert (spool / "c=t.o.rtp").exists() and not (rdir / "c=t.o.rtp").exists()
     rec.close()
+    settle()
     assert not (spool / "c=t.o.rtp").exists()
     assert (rdir / "c=t.o.rtp").stat().st_size == 202
 
@@ -271,6 +290,7 @@ def test_spool_on_other_file_system_falls_back_to_copy(
     rec.write(rtp_packet(0), SRC4, DST4, T0)
     monkeypatch.setattr(os, "rename", cross_device)
     rec.close()
+    settle()
     assert (rdir / "x.rtp").stat().st_size == 202 and not (spool / "x.rtp").exists()
     assert counters.nrec_spool_copies == 1 and counters.nrec_errors == 0
     assert "different file systems" in caplog.text
@@ -292,7 +312,9 @@ def test_spool_on_other_file_system_falls_back_to_copy(
         ("50%", "50%25"),
         ("a=b", "a%3Db"),
         ("", "%%"),
-        ("ü", "%C3%BC"),
+        ("ü", "%FC"),
+        ("\xc3\xa9", "%C3%A9"),  # UTF-8 'é' as the parser hands it over (latin-1)
+        ("\u20ac", "%u0020AC"),  # never from the wire, still kept apart from bytes
     ],
 )
 def test_sanitize_component_examples(name: str, expected: str) -> None:
@@ -399,9 +421,11 @@ def test_full_file_system_stops_the_file_cleanly(
         for i, pkt in enumerate(packets):
             rec.write(pkt, SRC4, DST4, T0 + i)
         rec.close()
+        settle()
     assert counters.nrec_errors == 1 and not rec.active
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "error while recording session (RTP)" in errors[0].getMessage()
+    assert errors[0].threadName == threading.current_thread().name  # logged by the hub
     assert os.strerror(errno.ENOSPC) in errors[0].getMessage()
     blob = (tiny_fs / "full").read_bytes()
     got = (
@@ -435,6 +459,7 @@ def test_read_only_record_dir_keeps_file_in_spool(tmp_path: Path) -> None:
     else:
         rdir.chmod(0o555)
     rec.close()
+    settle()
     assert counters.nrec_errors == 1
     assert _adhoc_records((spool / "x.rtp").read_bytes()) == [rtp_packet(0)]
 
@@ -454,6 +479,7 @@ def test_vanished_spool_dir_content_is_rescued(
     for pkt in packets[25:]:
         rec.write(pkt, SRC4, DST4, T0)
     rec.close()
+    settle()
     assert counters.nrec_errors == 1
     assert _adhoc_records((rdir / "x.rtp").read_bytes()) == packets
     assert "removed while recording" in caplog.text
@@ -469,6 +495,7 @@ def test_vanished_record_dir_never_raises(tmp_path: Path) -> None:
     for i in range(40):
         rec.write(rtp_packet(i), SRC4, DST4, T0)
     rec.close()
+    settle()
     assert counters.nrec_errors == 1
 
 
@@ -477,4 +504,172 @@ def test_bad_address_does_not_raise(tmp_path: Path) -> None:
     rec.write(rtp_packet(0), ("not-an-ip", 1), DST4, T0)
     rec.write(rtp_packet(1), SRC4, DST4, T0)
     rec.close()
+    settle()
     assert len(read_pcap((tmp_path / "x.rtp").read_bytes())[1]) == 1
+
+
+def test_record_name_escapes_each_original_byte_once() -> None:
+    call_id = b"caf\xc3\xa9/x".decode("latin-1")  # as parse_command decodes a token
+    assert record.record_name(call_id, "t\xff", "o.rtp") == "caf%C3%A9%2Fx=t%FF.o.rtp"
+
+
+# --- the writer thread ------------------------------------------------------------------
+
+
+class StuckDisk:
+    """An ``os.write`` for the writer thread that waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def write(self, fd: int, data: memoryview) -> int:
+        self.calls += 1
+        assert self.gate.wait(30), "the test never released the disk"
+        return os.write(fd, data)
+
+
+@pytest.fixture
+def stuck() -> Iterator[tuple[StuckDisk, FileWriter]]:
+    disk = StuckDisk()
+    writer = FileWriter(write=disk.write)
+    yield disk, writer
+    disk.gate.set()
+    writer.stop(timeout=10)
+
+
+@pytest.mark.parametrize("fmt", list(RecordFormat))
+def test_write_and_close_never_wait_for_a_stuck_disk(
+    tmp_path: Path, stuck: tuple[StuckDisk, FileWriter], fmt: RecordFormat
+) -> None:
+    disk, writer = stuck
+    packets = [rtp_packet(i & 0xFFFF, 100 + i % 300) for i in range(500)]  # ~150 KB
+    rec = Recorder("slow", str(tmp_path), fmt=fmt, writer=writer)
+    slowest = 0.0
+    for i, pkt in enumerate(packets):
+        started = time.monotonic()
+        rec.write(pkt, SRC4, DST4, T0 + i * 0.02)
+        slowest = max(slowest, time.monotonic() - started)
+    started = time.monotonic()
+    rec.close()
+    slowest = max(slowest, time.monotonic() - started)
+    assert slowest < 0.1
+    deadline = time.monotonic() + 5
+    while disk.calls == 0:  # the writer thread is stuck in its first write
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert (tmp_path / "slow").stat().st_size == 0  # everything still queued
+    disk.gate.set()
+    assert writer.drain(timeout=10)
+    blob = (tmp_path / "slow").read_bytes()
+    if fmt is RecordFormat.ADHOC:
+        adhoc = record.AdhocWriter()
+        assert blob == b"".join(
+            adhoc.record(p, SRC4, DST4, T0 + i * 0.02) for i, p in enumerate(packets)
+        )
+    else:
+        assert len(blob) == 24 + sum(58 + len(p) for p in packets)
+        _, frames = read_pcap(blob)
+        assert [f.payload for f in frames] == packets
+        assert all(abs(f.ts - (T0 + i * 0.02)) < 1e-6 for i, f in enumerate(frames))
+
+
+def test_spool_move_waits_for_the_writer_too(
+    tmp_path: Path, stuck: tuple[StuckDisk, FileWriter]
+) -> None:
+    disk, writer = stuck
+    spool, rdir = tmp_path / "spool", tmp_path / "rec"
+    spool.mkdir()
+    rdir.mkdir()
+    rec = Recorder("x.rtp", str(rdir), spool_dir=str(spool), writer=writer)
+    packets = [rtp_packet(i) for i in range(30)]
+    for pkt in packets:
+        rec.write(pkt, SRC4, DST4, T0)
+    rec.close()
+    assert (spool / "x.rtp").exists() and not (rdir / "x.rtp").exists()
+    disk.gate.set()
+    assert writer.drain(timeout=10)
+    assert not (spool / "x.rtp").exists()
+    assert _adhoc_records((rdir / "x.rtp").read_bytes()) == packets
+
+
+def test_backlog_over_the_cap_is_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = StuckDisk()
+    writer = FileWriter(max_queued_bytes=20_000, write=disk.write)
+    counters = RecordCounters()
+    rec = Recorder("capped", str(tmp_path), writer=writer, counters=counters)
+    packets = [rtp_packet(i) for i in range(400)]  # 202-byte records, ~80 KB
+    try:
+        for pkt in packets:
+            rec.write(pkt, SRC4, DST4, T0)
+        assert writer.backlog_bytes <= 20_000
+        rec.close()
+        disk.gate.set()
+        assert writer.drain(timeout=10)
+    finally:
+        disk.gate.set()
+        writer.stop(timeout=10)
+    kept = _adhoc_records((tmp_path / "capped").read_bytes())
+    assert 0 < len(kept) < len(packets)
+    assert counters.nrec_pkts_dropped == len(packets) - len(kept)
+    assert kept == packets[: len(kept)]  # the dropped buffers are the later ones
+    assert counters.nrec_errors == 0
+    assert "disk does not keep up" in caplog.text and "were left out" in caplog.text
+
+
+class FailingDisk:
+    """Writes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def write(self, fd: int, data: memoryview) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(fd, data[: self.room])
+        self.room -= n
+        return n
+
+
+def test_write_errors_are_reported_on_the_hub(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = FileWriter(write=FailingDisk(5000).write)
+    counters = RecordCounters()
+    rec = Recorder("err", str(tmp_path), writer=writer, counters=counters)
+    packets = [rtp_packet(i) for i in range(60)]
+    try:
+        with caplog.at_level(logging.ERROR, logger="rtpp.record"):
+            for pkt in packets:
+                rec.write(pkt, SRC4, DST4, T0)
+            deadline = time.monotonic() + 5
+            while counters.nrec_errors == 0:  # the hub's async watcher runs the report
+                assert time.monotonic() < deadline, "error never reported"
+                gevent.sleep(0.01)
+            assert not rec.active
+            rec.close()
+            assert writer.drain(timeout=10)
+    finally:
+        writer.stop(timeout=10)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and os.strerror(errno.ENOSPC) in errors[0].getMessage()
+    assert errors[0].threadName == threading.current_thread().name
+    assert counters.nrec_errors == 1
+    kept = _adhoc_records((tmp_path / "err").read_bytes())
+    assert kept == packets[: len(kept)] and 0 < len(kept) < len(packets)
+
+
+def test_stop_drains_and_a_later_submit_starts_again(tmp_path: Path) -> None:
+    writer = FileWriter()
+    rec = Recorder("a", str(tmp_path), writer=writer)
+    rec.write(rtp_packet(0), SRC4, DST4, T0)
+    rec.close()
+    assert writer.stop(timeout=10)
+    assert (tmp_path / "a").stat().st_size == 202
+    rec = Recorder("b", str(tmp_path), writer=writer)
+    rec.write(rtp_packet(1), SRC4, DST4, T0)
+    rec.close()
+    assert writer.stop(timeout=10)
+    assert (tmp_path / "b").stat().st_size == 202

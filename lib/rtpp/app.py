@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 # encodings.idna and gevent.threadpool are imported now, not on first use (host names in
-# copy targets; the recorders' thread pool): a one-file build cannot load modules once
-# the daemon has detached or dropped privileges.
+# copy targets; the stdio listener's thread pool): a one-file build cannot load modules
+# once the daemon has detached or dropped privileges.
 import encodings.idna  # noqa: F401
 import gc
 import logging
@@ -63,6 +63,7 @@ class App:
         self.closed = True
         self.sweeper.stop()
         self.media.destroy_all("shutdown")
+        self.media.recording.close()  # every recording written, closed and moved
         self.notifier.close()
 
     # Commands.

@@ -1,9 +1,15 @@
 """Session recording: file naming, ad-hoc and pcap record formats, buffered files.
 
 Mirrors the classic ``rtpp_record.c``. A :class:`Recorder` owns one file. Packets
-are appended to a 4096-byte buffer that is written out when the next record
+are appended to a 4096-byte buffer that is handed over when the next record
 would not fit and at close. With a spool directory the file is moved into the
 record directory at close.
+
+The relay path never touches the disk: full buffers, the final flush, the close
+and the move out of the spool are done, in order, by one OS thread
+(:class:`FileWriter`). That thread never logs; what it has to say is run back on
+the hub. When more than :data:`MAX_QUEUED_BYTES` wait for the disk, further
+buffers are dropped and counted instead of queued.
 
 Recording never raises into the relay path: any ``OSError`` logs one line,
 bumps :attr:`RecordCounters.nrec_errors`, keeps what is already on disk as a
@@ -19,6 +25,8 @@ import os
 import shutil
 import socket
 import struct
+import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -26,12 +34,20 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import gevent
+from gevent.monkey import get_original
 
 log = logging.getLogger(__name__)
+
+# The writer thread is a real OS thread: it uses the unpatched primitives only.
+_start_thread = get_original("_thread", "start_new_thread")
+_allocate_lock = get_original("_thread", "allocate_lock")
+_SimpleQueue = get_original("queue", "SimpleQueue")
 
 Addr = tuple[str, int]
 
 BUFFER_SIZE = 4096
+#: Bytes that may wait for the writer thread; buffers beyond it are dropped and counted.
+MAX_QUEUED_BYTES = 64 << 20
 NAME_MAX = 255
 COMPONENT_MAX = 200
 
@@ -64,6 +80,8 @@ class RecordCounters:
     nrec_errors: int = 0
     #: spool files moved by copy because rename() crossed file systems
     nrec_spool_copies: int = 0
+    #: packets left out of recordings because the disk did not keep up
+    nrec_pkts_dropped: int = 0
 
 
 #: Default counters, used when a recorder is created without its own.
@@ -72,12 +90,21 @@ COUNTERS = RecordCounters()
 
 # --- naming ---------------------------------------------------------------
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.@+,:~!")
-_HASHED_MARK = "%%"  # never produced by escaping: '%' is always followed by two hex digits
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.@+,:~!")
+_HASHED_MARK = "%%"  # never produced by escaping: '%' is always followed by a hex digit or 'u'
 
 
-def _escape(raw: bytes) -> str:
-    out = [chr(b) if b in _SAFE else f"%{b:02X}" for b in raw]
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"%{code:02X}"
+    # Never from the wire (command tokens are bytes decoded as latin-1); 'u' is no
+    # hex digit, so this stays distinct from every byte escape.
+    return f"%u{code:06X}"
+
+
+def _escape(name: str) -> str:
+    out = [ch if ch in _SAFE else _escape_char(ch) for ch in name]
     if out and out[0] == ".":
         out[0] = "%2E"
     return "".join(out)
@@ -86,22 +113,23 @@ def _escape(raw: bytes) -> str:
 def sanitize_component(name: str, max_len: int = COMPONENT_MAX) -> str:
     """Make ``name`` safe as one file-name component, keeping distinct names distinct.
 
-    Bytes outside a small safe set (and ``%``, ``=``, a leading ``.``) become
-    ``%XX``; the empty string becomes ``%%``. Results longer than ``max_len``
-    keep a readable prefix and end in ``%%`` plus a SHA-256 digest of the name.
+    ``name`` holds the original bytes as latin-1 characters (as the command parser
+    decodes them): each byte outside a small safe set (and ``%``, ``=``, a leading
+    ``.``) becomes one ``%XX``; the empty string becomes ``%%``. Results longer
+    than ``max_len`` keep a readable prefix and end in ``%%`` plus a SHA-256 digest
+    of the name.
     """
     if max_len < 64:
         raise ValueError("max_len too small for a hashed name")
-    raw = name.encode("utf-8", "surrogateescape")
-    if not raw:
+    if not name:
         return _HASHED_MARK
-    escaped = _escape(raw)
+    escaped = _escape(name)
     if len(escaped) <= max_len:
         return escaped
-    digest = hashlib.sha256(raw).hexdigest()[:32]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     keep = max_len - len(_HASHED_MARK) - len(digest)
     prefix = escaped[:keep]
-    cut = prefix.rfind("%", len(prefix) - 2)  # do not split a %XX escape
+    cut = prefix.rfind("%", len(prefix) - 7)  # do not split an escape
     if cut >= 0:
         prefix = prefix[:cut]
     return f"{prefix}{_HASHED_MARK}{digest}"
@@ -287,26 +315,127 @@ def make_writer(fmt: RecordFormat) -> RecordWriter:
     return PcapWriter() if fmt is RecordFormat.PCAP else AdhocWriter()
 
 
-# --- files ----------------------------------------------------------------
+# --- the writer thread ------------------------------------------------------
+
+Job = tuple[Callable[..., None], tuple, int]
 
 
-def _run_blocking(fn: Callable[..., None], *args: object) -> None:
-    """Run a long file operation in gevent's thread pool unless we are the hub itself.
+class FileWriter:
+    """One OS thread that does the recordings' file I/O, in the order it was queued.
 
-    An ``OSError`` is carried back and raised here (the pool would print it).
+    The hub only queues work (:meth:`submit`) and so never waits for the disk. The
+    thread touches no gevent object and never logs: what it has to report is queued
+    back with :meth:`report` and run on the hub, which an async watcher wakes.
     """
 
-    def call() -> OSError | None:
-        try:
-            fn(*args)
-        except OSError as exc:
-            return exc
-        return None
+    def __init__(
+        self,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        write: Callable[[int, memoryview], int] = os.write,
+    ) -> None:
+        self.max_queued_bytes = max_queued_bytes
+        #: ``os.write`` as the thread calls it (a test can make the disk slow)
+        self.write = write
+        self._jobs = _SimpleQueue()
+        self._reports: deque[tuple[Callable[..., None], tuple]] = deque()
+        self._watcher: Any = None
+        self._running = False
+        self._queued_bytes = 0  # written by the hub only
+        self._done_bytes = 0  # written by the thread only
 
-    hub = gevent.get_hub()
-    exc = call() if gevent.getcurrent() is hub else hub.threadpool.apply(call)
-    if exc is not None:
-        raise exc
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes queued and not written yet."""
+        return self._queued_bytes - self._done_bytes
+
+    def submit(self, job: Callable[..., None], *args: Any, nbytes: int = 0) -> bool:
+        """Queue ``job(*args)`` for the thread (hub side, never blocks).
+
+        Returns False and queues nothing when ``nbytes`` more would take the
+        backlog over :attr:`max_queued_bytes`; jobs of 0 bytes always go.
+        """
+        if nbytes and self.backlog_bytes + nbytes > self.max_queued_bytes:
+            return False
+        self._start()
+        self._queued_bytes += nbytes
+        self._jobs.put((job, args, nbytes))
+        return True
+
+    def report(self, callback: Callable[..., None], *args: Any) -> None:
+        """Thread side: have ``callback(*args)`` run on the hub (logging, counting)."""
+        self._reports.append((callback, args))
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.send()  # thread-safe
+
+    def run_reports(self) -> None:
+        """Hub side: run what the thread reported."""
+        reports = self._reports
+        while reports:
+            callback, args = reports.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("recording report failed")
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is done, then run the reports.
+
+        Blocks the calling OS thread, hub included: for shutdown and tests only.
+        False when ``timeout`` (seconds) passed first.
+        """
+        done = True
+        if self._running:
+            lock = _allocate_lock()
+            lock.acquire()
+            self._jobs.put((lock.release, (), 0))
+            done = lock.acquire(True, -1 if timeout is None else timeout)
+        self.run_reports()
+        return done
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Drain, then end the thread (a later :meth:`submit` starts a new one)."""
+        done = self.drain(timeout)
+        if self._running:
+            self._running = False
+            self._jobs.put(None)
+            if done:
+                self._watcher.close()
+            self._watcher = None
+        return done
+
+    def _start(self) -> None:
+        if self._running:
+            return
+        watcher = gevent.get_hub().loop.async_(ref=False)
+        watcher.start(self.run_reports)
+        self._watcher = watcher
+        self._running = True
+        self._jobs = _SimpleQueue()  # a thread left behind by a timed-out stop keeps its own
+        _start_thread(self._loop, (self._jobs,))
+
+    def _loop(self, jobs: Any) -> None:
+        while True:
+            item: Job | None = jobs.get()
+            if item is None:
+                return
+            job, args, nbytes = item
+            try:
+                job(*args)
+            except Exception:
+                self.report(_log_job_crash, traceback.format_exc())
+            self._done_bytes += nbytes
+
+
+def _log_job_crash(text: str) -> None:
+    log.error("recording writer: unexpected error: %s", text.rstrip())
+
+
+#: The writer of recorders that are not given one.
+WRITER = FileWriter()
+
+
+# --- files ----------------------------------------------------------------
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -343,6 +472,11 @@ def _copy_from_fd(fd: int, dst: str) -> None:
 class Recorder:
     """One recording file: buffered appends, error containment, spool finalization.
 
+    The hub side (:meth:`write`, :meth:`close`) only fills the buffer and queues
+    work for the :class:`FileWriter`; the methods ending in ``_job`` (and what they
+    call) run on the writer thread, and the ``_on_`` methods run on the hub with
+    what the thread reported.
+
     Shared recorders (single-file pcap mode: both directions and their RTCP)
     are reference counted: each user calls :meth:`retain` once and
     :meth:`release` when done; the last release closes the file.
@@ -355,6 +489,7 @@ class Recorder:
         "final_path",
         "counters",
         "_writer",
+        "_sink",
         "_fd",
         "_buf",
         "_bounds",
@@ -362,7 +497,9 @@ class Recorder:
         "_buffer_size",
         "_users",
         "_closed",
+        "_failed",
         "_unlinked",
+        "_ndropped",
     )
 
     def __init__(
@@ -375,6 +512,7 @@ class Recorder:
         label: str = "RTP",
         counters: RecordCounters | None = None,
         buffer_size: int = BUFFER_SIZE,
+        writer: FileWriter | None = None,
     ) -> None:
         """Create (truncate) ``name`` in the spool or record directory.
 
@@ -387,14 +525,17 @@ class Recorder:
         self.final_path = os.path.join(record_dir, name)
         self.path = os.path.join(spool_dir, name) if spool_dir else self.final_path
         self._writer = make_writer(fmt)
+        self._sink = writer if writer is not None else WRITER
         self._buf = bytearray()
         self._bounds: list[int] = []
-        self._size = 0
+        self._size = 0  # bytes on disk (writer thread)
         self._buffer_size = buffer_size
         self._users = 1
         self._closed = False
+        self._failed = False  # set by the writer thread when the file stopped
         self._unlinked = False
-        self._fd: int | None = None
+        self._ndropped = 0
+        self._fd: int | None = None  # used by the writer thread once created
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         except OSError as exc:
@@ -404,7 +545,7 @@ class Recorder:
             raise
         header = self._writer.file_header()
         if header:
-            self._write_out(header, [len(header)])
+            self._sink.submit(self._write_job, header, [len(header)])
 
     @classmethod
     def open(cls, name: str, record_dir: str, **kwargs: Any) -> Recorder | None:
@@ -417,7 +558,7 @@ class Recorder:
     @property
     def active(self) -> bool:
         """True while packets are still being written to the file."""
-        return self._fd is not None
+        return not self._closed and not self._failed
 
     @property
     def closed(self) -> bool:
@@ -434,7 +575,7 @@ class Recorder:
 
     def write(self, data: bytes, src: Addr, dst: Addr, arrival_wall_s: float) -> None:
         """Append one packet. ``src``/``dst`` are (host, port); wall time in seconds."""
-        if self._fd is None:
+        if self._closed or self._failed:
             return
         try:
             rec = self._writer.record(data, src, dst, arrival_wall_s)
@@ -442,73 +583,146 @@ class Recorder:
             log.warning("recording %s: packet from %s not recorded: %s", self.path, src, exc)
             return
         if len(self._buf) + len(rec) > self._buffer_size:
-            if not self._flush():
-                return
+            self._flush()
             if len(rec) > self._buffer_size:
-                self._write_out(rec, [len(rec)])
+                self._hand_over(rec, [len(rec)])
                 return
         self._buf += rec
         self._bounds.append(len(self._buf))
 
     def flush(self) -> None:
-        if self._fd is not None:
+        """Hand what is buffered to the writer thread."""
+        if not self._closed:
             self._flush()
 
     def close(self) -> None:
-        """Flush, close and move into the record directory. Idempotent, never raises."""
+        """Flush, close and move into the record directory (on the writer thread).
+
+        Idempotent, never raises, never waits for the disk.
+        """
         if self._closed:
             return
         self._closed = True
         self._users = 0
-        if self._fd is not None:
+        if not self._failed:
             self._flush()
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            self._finish_fd(fd)
-        if self.path != self.final_path and not self._unlinked:
-            self._move_to_final()
-
-    # -- internals
-
-    def _flush(self) -> bool:
-        if not self._buf:
-            return True
-        buf, bounds = self._buf, self._bounds
         self._buf, self._bounds = bytearray(), []
-        return self._write_out(buf, bounds)
+        if self._ndropped:
+            log.warning(
+                "recording %s: %d packets were left out, the disk did not keep up",
+                self.final_path,
+                self._ndropped,
+            )
+        self._sink.submit(self._close_job)
 
-    def _write_out(self, data: bytes | bytearray, bounds: list[int]) -> bool:
-        """Write whole records; on error cut the file back to the last complete record."""
-        assert self._fd is not None
-        view = memoryview(data)
-        written = 0
-        try:
-            while written < len(data):
-                written += os.write(self._fd, view[written:])
-        except OSError as exc:
-            kept = max((b for b in bounds if b <= written), default=0)
-            self._fail(exc, self._size + kept)
-            return False
-        self._size += written
-        return True
+    # -- hub side
 
-    def _fail(self, exc: OSError, good_size: int) -> None:
+    def _flush(self) -> None:
+        if self._buf:
+            buf, bounds = self._buf, self._bounds
+            self._buf, self._bounds = bytearray(), []
+            self._hand_over(buf, bounds)
+
+    def _hand_over(self, data: bytes | bytearray, bounds: list[int]) -> None:
+        if self._sink.submit(self._write_job, data, bounds, nbytes=len(data)):
+            return
+        self.counters.nrec_pkts_dropped += len(bounds)
+        if not self._ndropped:
+            log.warning(
+                "recording %s: the disk does not keep up (%d bytes waiting), "
+                "packets are left out of the recording",
+                self.path,
+                self._sink.backlog_bytes,
+            )
+        self._ndropped += len(bounds)
+
+    def _on_write_error(self, exc: OSError) -> None:
         self.counters.nrec_errors += 1
+        self._buf, self._bounds = bytearray(), []
         log.error(
             "error while recording session (%s) to %s: %s; recording of this file stopped",
             self.label,
             self.path,
             exc.strerror or exc,
         )
-        fd, self._fd = self._fd, None
-        self._buf, self._bounds = bytearray(), []
+
+    def _on_close_error(self, exc: OSError) -> None:
+        self.counters.nrec_errors += 1
+        log.error(
+            "error while recording session (%s) to %s: %s", self.label, self.path, exc.strerror
+        )
+
+    def _on_rescue(self, path: str, exc: OSError | None) -> None:
+        self.counters.nrec_errors += 1
+        if exc is not None:
+            log.error(
+                "session record %s was removed while recording and can't be saved to %s: %s",
+                path,
+                self.final_path,
+                exc.strerror,
+            )
+        else:
+            log.error(
+                "session record %s was removed while recording; content saved to %s",
+                path,
+                self.final_path,
+            )
+
+    def _on_spool_copy(self, path: str) -> None:
+        self.counters.nrec_spool_copies += 1
+        log.warning(
+            "session record %s copied into %s: spool and record directories are on "
+            "different file systems",
+            path,
+            self.final_path,
+        )
+
+    def _on_move_failed(self, path: str, exc: OSError) -> None:
+        self.counters.nrec_errors += 1
+        log.error(
+            "can't move session record from spool into permanent storage: %s -> %s: %s",
+            path,
+            self.final_path,
+            exc.strerror,
+        )
+
+    # -- writer thread
+
+    def _write_job(self, data: bytes | bytearray, bounds: list[int]) -> None:
+        """Write whole records; on error cut the file back to the last complete record."""
+        fd = self._fd
         if fd is None:
             return
+        write = self._sink.write
+        view = memoryview(data)
+        written = 0
         try:
-            os.ftruncate(fd, good_size)
-        except OSError:
-            pass
-        self._finish_fd(fd)
+            while written < len(data):
+                written += write(fd, view[written:])
+        except OSError as exc:
+            kept = max((b for b in bounds if b <= written), default=0)
+            self._fail(exc, self._size + kept)
+            return
+        self._size += written
+
+    def _close_job(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._finish_fd(fd)
+        if self.path != self.final_path and not self._unlinked:
+            self._move_to_final()
+
+    def _fail(self, exc: OSError, good_size: int) -> None:
+        self._failed = True
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.ftruncate(fd, good_size)
+            except OSError:
+                pass
+        self._sink.report(self._on_write_error, exc)  # the file ends on a record now
+        if fd is not None:
+            self._finish_fd(fd)
 
     def _finish_fd(self, fd: int) -> None:
         """Close the file, first rescuing its content if its name was unlinked meanwhile."""
@@ -520,29 +734,16 @@ class Recorder:
         try:
             os.close(fd)
         except OSError as exc:
-            self.counters.nrec_errors += 1
-            log.error(
-                "error while recording session (%s) to %s: %s", self.label, self.path, exc.strerror
-            )
+            self._sink.report(self._on_close_error, exc)
 
     def _rescue_unlinked(self, fd: int) -> None:
         self._unlinked = True
-        self.counters.nrec_errors += 1
         try:
-            _run_blocking(_copy_from_fd, fd, self.final_path)
+            _copy_from_fd(fd, self.final_path)
         except OSError as exc:
-            log.error(
-                "session record %s was removed while recording and can't be saved to %s: %s",
-                self.path,
-                self.final_path,
-                exc.strerror,
-            )
+            self._sink.report(self._on_rescue, self.path, exc)
             return
-        log.error(
-            "session record %s was removed while recording; content saved to %s",
-            self.path,
-            self.final_path,
-        )
+        self._sink.report(self._on_rescue, self.path, None)
         self.path = self.final_path
 
     def _move_to_final(self) -> None:
@@ -551,26 +752,11 @@ class Recorder:
             return
         except OSError as exc:
             if exc.errno != errno.EXDEV:
-                self._move_failed(exc)
+                self._sink.report(self._on_move_failed, self.path, exc)
                 return
         try:
-            _run_blocking(_copy_then_unlink, self.path, self.final_path)
+            _copy_then_unlink(self.path, self.final_path)
         except OSError as exc:
-            self._move_failed(exc)
+            self._sink.report(self._on_move_failed, self.path, exc)
             return
-        self.counters.nrec_spool_copies += 1
-        log.warning(
-            "session record %s copied into %s: spool and record directories are on "
-            "different file systems",
-            self.path,
-            self.final_path,
-        )
-
-    def _move_failed(self, exc: OSError) -> None:
-        self.counters.nrec_errors += 1
-        log.error(
-            "can't move session record from spool into permanent storage: %s -> %s: %s",
-            self.path,
-            self.final_path,
-            exc.strerror,
-        )
+        self._sink.report(self._on_spool_copy, self.path)

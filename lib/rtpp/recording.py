@@ -20,6 +20,7 @@ from functools import lru_cache
 from rtpp.config import Config
 from rtpp.netutil import routed_source
 from rtpp.record import (
+    FileWriter,
     RecordCounters,
     Recorder,
     RecordFormat,
@@ -135,11 +136,28 @@ def _is_live(att) -> bool:
     return getattr(att, "active", True)
 
 
+#: How long shutdown waits for the writer thread to finish every recording.
+CLOSE_TIMEOUT_S = 10.0
+
+
 class Recording:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.counters = RecordCounters()
         self.fmt = RecordFormat.PCAP if config.record_pcap else RecordFormat.ADHOC
+        self.writer = FileWriter()
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+        """Shutdown: wait (blocking) until every closed recorder is written, closed and
+        moved out of the spool, then end the writer thread. False on timeout."""
+        if self.writer.stop(timeout_s):
+            return True
+        log.error(
+            "recordings not finished within %.0f s: %d bytes still waiting for the disk",
+            timeout_s,
+            self.writer.backlog_bytes,
+        )
+        return False
 
     @property
     def enabled(self) -> bool:
@@ -174,6 +192,7 @@ class Recording:
             fmt=self.fmt,
             label=label,
             counters=self.counters,
+            writer=self.writer,
         )
 
     def _wrap(self, st: Stream, recorder: Recorder):

@@ -169,18 +169,18 @@ def slow_packet(st: Stream, view, n: int, src: tuple, now: float, ctx: RelayCont
         packet = bytes(data)
         if resizer.ingest(packet, now):
             while (out := resizer.poll(now)) is not None:
-                if deliver(st, out, src, ctx):
+                if deliver(st, out, src, ctx, now):
                     resizer.npkts_out += 1
             return
-    deliver(st, data, src, ctx)
+    deliver(st, data, src, ctx, now)
 
 
-def deliver(st: Stream, data, src: tuple, ctx: RelayContext) -> bool:
+def deliver(st: Stream, data, src: tuple, ctx: RelayContext, now: float) -> bool:
     """Record, copy and relay one accepted packet from the party `st` faces."""
     counters = ctx.counters.values
     peer = st.peer
     if st.recorder is not None or st.copier is not None:
-        _record(st, data, src)
+        _record(st, data, src, now)
     if peer.sock is None or peer.remote is None or not _send(peer, data, ctx):
         st.ndropped += 1
         counters["npkts_discard"] += 1
@@ -189,9 +189,35 @@ def deliver(st: Stream, data, src: tuple, ctx: RelayContext) -> bool:
     return True
 
 
-def _record(st: Stream, data, src: tuple) -> None:
-    """Hand a packet to the stream's recorder and copy; their failure never drops it."""
-    wall = time.time()
+class _WallClock:
+    """Monotonic receive time -> wall-clock time, without a clock read per packet.
+
+    The offset between the two clocks is read again at most once a second, so a
+    stepped wall clock shows in recordings within a second.
+    """
+
+    __slots__ = ("offset", "read_at")
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.read_at = -1e9
+
+    def at(self, now: float) -> float:
+        if not 0.0 <= now - self.read_at < 1.0:
+            self.offset = time.time() - time.monotonic()
+            self.read_at = now
+        return now + self.offset
+
+
+_wall_clock = _WallClock()
+
+
+def _record(st: Stream, data, src: tuple, now: float) -> None:
+    """Hand a packet to the stream's recorder and copy; their failure never drops it.
+
+    Records carry the packet's receive time (`now`, monotonic) on the wall clock.
+    """
+    wall = _wall_clock.at(now)
     for sink in (st.recorder, st.copier):
         if sink is None:
             continue

@@ -43,7 +43,15 @@ STATS: tuple[tuple[str, str, bool], ...] = (
     ("nnotify_dropped", "Number of timeout notifications dropped: target queue full", False),
 )
 
-STAT_NAMES = frozenset(name for name, _, _ in STATS)
+#: This implementation's additions: recording health, read from the recording counters.
+RECORD_STATS: tuple[tuple[str, str, bool], ...] = (
+    ("nrec_errors", "Number of recording files that failed (open, write, move)", False),
+    ("nrec_spool_copies", "Number of recordings copied out of a spool on another FS", False),
+    ("nrec_pkts_dropped", "Number of packets not recorded: the disk did not keep up", False),
+)
+
+RECORD_STAT_NAMES = frozenset(name for name, _, _ in RECORD_STATS)
+STAT_NAMES = frozenset(name for name, _, _ in STATS) | RECORD_STAT_NAMES
 FLOAT_STATS = frozenset(name for name, _, is_float in STATS if is_float)
 
 

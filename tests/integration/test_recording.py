@@ -13,7 +13,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import wave
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, UdpClient
+from helpers import UdpClient, rtpproxy_command
 from integration.media_util import Call, kamailio_call, rtp
 from rtpp import g711
 
@@ -192,6 +191,28 @@ def name(call: Call, suffix: str) -> str:
     return f"{call.call_id}={call.ftag.split(';')[0]}.{suffix}"
 
 
+def packets_in(path: Path, parse=None) -> list[bytes] | None:
+    """The payloads recorded in `path`, or None while it is missing or incomplete."""
+    try:
+        return [r.data for r in (parse or parse_adhoc)(path)]
+    except (OSError, AssertionError, struct.error):
+        return None
+
+
+def wait_recorded(path: Path, sent: list[bytes], parse=None, timeout: float = 5.0) -> None:
+    """Wait until `path` holds exactly the packets `sent`.
+
+    The daemon's writer thread flushes, closes and moves a recording just after the
+    command that ended it (D, N) has been answered.
+    """
+    wait_for(lambda: packets_in(path, parse) == sent, timeout, what=f"{path.name} complete")
+
+
+def wait_empty(directory: Path, timeout: float = 5.0) -> None:
+    """Wait until every recording has been moved out of a spool directory."""
+    wait_for(lambda: not any(directory.iterdir()), timeout, what=f"{directory} empty")
+
+
 def log_lines(proxy, needle: str) -> list[str]:
     return [line for line in proxy.stderr_text().splitlines() if needle in line]
 
@@ -221,13 +242,14 @@ def _remove_dirs():
 
 
 @contextmanager
-def tmpfs(size: str):
+def tmpfs(size: str, read_only: bool = False):
     """A fresh tmpfs of `size` (root only); unmounted and removed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     path = Path(tempfile.mkdtemp(prefix="rprec-tmpfs-"))
+    options = f"size={size}" + (",ro" if read_only else "")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -265,6 +287,8 @@ def test_r_records_each_direction_in_adhoc_files(rtpproxy):
     send_rtcp(call, from_caller=True)
     assert call.delete() == "0"
     t1 = time.time()
+    for suffix, want in (("o.rtp", sent_a), ("a.rtp", sent_b), ("o.rtcp", [RTCP_SR])):
+        wait_recorded(rec / name(call, suffix), want)
     files = sorted(p.name for p in rec.iterdir())
     assert files == sorted(name(call, s) for s in ("o.rtp", "a.rtp", "o.rtcp", "a.rtcp"))
     check_adhoc(parse_adhoc(rec / name(call, "o.rtp")), sent_a, call.a.addr, t0, t1)
@@ -285,6 +309,7 @@ def test_dash_capital_r_writes_no_rtcp_files(rtpproxy):
     sent = caller_packets(call, 3)
     send_rtcp(call, from_caller=True)
     assert call.delete() == "0"
+    wait_recorded(rec / name(call, "o.rtp"), sent)
     assert sorted(p.name for p in rec.iterdir()) == sorted(
         [name(call, "o.rtp"), name(call, "a.rtp")]
     )
@@ -303,6 +328,9 @@ def test_r_errors(rtpproxy):
     call = kamailio_call(proxy)
     assert proxy.cmd(f"N {call.call_id} ftag;1 ttag;1") == "E50"  # nothing recorded
     assert list(rec.iterdir()) == []
+    assert proxy.cmd("Gv nrec_errors nrec_spool_copies nrec_pkts_dropped") == (
+        "nrec_errors=0 nrec_spool_copies=0 nrec_pkts_dropped=0"
+    )
 
 
 # --- pcap ----------------------------------------------------------------------
@@ -317,6 +345,8 @@ def test_pcap_per_stream_files(rtpproxy):
     sent_a = caller_packets(call, 25)  # odd and even lengths
     sent_b = callee_packets(call, 25)
     assert call.delete() == "0"
+    wait_recorded(rec / name(call, "o.rtp"), sent_a, parse_pcap)
+    wait_recorded(rec / name(call, "a.rtp"), sent_b, parse_pcap)
     recs_a = parse_pcap(rec / name(call, "o.rtp"))
     assert [r.data for r in recs_a] == sent_a
     assert {(r.src, r.dst) for r in recs_a} == {(call.a.addr, ("127.0.0.1", call.port_b))}
@@ -345,6 +375,7 @@ def test_pcap_single_file_holds_both_directions(rtpproxy):
     data, _ = rtcp_b.recv()
     assert data == RTCP_SR[::-1]
     assert call.delete() == "0"
+    wait_for(lambda: len(packets_in(rec / name(call, "pcap"), parse_pcap) or ()) == 42)
     assert [p.name for p in rec.iterdir()] == [name(call, "pcap")]
     recs = parse_pcap(rec / name(call, "pcap"))
     rtp_recs = [r for r in recs if r.dst[1] in (call.port_a, call.port_b)]
@@ -375,6 +406,8 @@ def test_dash_a_records_every_session_from_creation(rtpproxy):
     sent_a = caller_packets(call, 10)
     sent_b = callee_packets(call, 10)
     assert call.delete() == "0"
+    wait_recorded(rec / name(call, "o.rtp"), sent_a)
+    wait_recorded(rec / name(call, "a.rtp"), sent_b)
     assert [r.data for r in parse_adhoc(rec / name(call, "o.rtp"))] == sent_a
     assert [r.data for r in parse_adhoc(rec / name(call, "a.rtp"))] == sent_b
     assert len(list(rec.iterdir())) == 4
@@ -388,8 +421,8 @@ def test_dash_a_with_pcap_writes_one_file(rtpproxy):
     for i in range(10):
         sent += caller_packets(call, 1, first=i) + callee_packets(call, 1, first=i)
     assert call.delete() == "0"
+    wait_recorded(rec / name(call, "pcap"), sent, parse_pcap)
     assert [p.name for p in rec.iterdir()] == [name(call, "pcap")]
-    assert [r.data for r in parse_pcap(rec / name(call, "pcap"))] == sent
 
 
 # --- spool -------------------------------------------------------------------------
@@ -403,6 +436,7 @@ def _spool_call(rtpproxy, spool: Path, rec: Path, *extra: str) -> None:
     assert (spool / name(call, "o.rtp")).exists()
     assert not (rec / name(call, "o.rtp")).exists()
     assert call.delete() == "0"
+    wait_empty(spool)
     assert sorted(p.name for p in rec.iterdir()) == sorted(
         [name(call, "o.rtp"), name(call, "o.rtcp")]
     )
@@ -418,7 +452,8 @@ def test_spool_file_moves_into_record_dir_at_delete(rtpproxy):
 def test_spool_on_another_file_system_still_ends_in_record_dir(rtpproxy):
     with tmpfs("4m") as spool:
         proxy = _spool_call(rtpproxy, spool, new_dir("final"))
-        assert len(log_lines(proxy, "different file systems")) == 2
+        wait_for(lambda: len(log_lines(proxy, "different file systems")) == 2)
+        assert stat(proxy, "nrec_spool_copies") == 2 and stat(proxy, "nrec_errors") == 0
 
 
 # --- N -----------------------------------------------------------------------------
@@ -432,7 +467,7 @@ def test_n_closes_the_file_and_later_packets_are_not_written(rtpproxy):
     sent = caller_packets(call, 5)
     assert proxy.cmd(f"N {call.call_id} ftag;1 ttag;1") == "0"
     # Closed and complete while the call goes on.
-    assert [r.data for r in parse_adhoc(rec / name(call, "o.rtp"))] == sent
+    wait_recorded(rec / name(call, "o.rtp"), sent)
     caller_packets(call, 5, first=5)
     assert proxy.cmd(f"N {call.call_id} ftag;1 ttag;1") == "E50"
     assert call.delete() == "0"
@@ -447,7 +482,7 @@ def test_na_stops_both_directions(rtpproxy):
     assert proxy.cmd(f"Rs {call.call_id} ttag;1 ftag;1") == "0"
     sent = caller_packets(call, 3) + callee_packets(call, 3)
     assert proxy.cmd(f"Na {call.call_id} ttag;1 ftag;1") == "0"
-    assert [r.data for r in parse_pcap(rec / name(call, "pcap"))] == sent
+    wait_recorded(rec / name(call, "pcap"), sent, parse_pcap)
     caller_packets(call, 3, first=3)
     callee_packets(call, 3, first=3)
     assert proxy.cmd(f"Na {call.call_id} ftag;1 ttag;1") == "E50"
@@ -476,6 +511,9 @@ def test_hostile_names_stay_inside_the_record_dir(rtpproxy, call_id, ftag):
     assert proxy.cmd(f"C {call_id} ../../../copy {ftag} t/t") == "0"
     sent = caller_packets(call, 3)
     assert proxy.cmd(f"D {call_id} {ftag} t/t") == "0"
+    originator = [p for p in rec.iterdir() if p.name.endswith(".o.rtp")]
+    wait_recorded(originator[0], sent, parse_pcap)
+    wait_for(lambda: sum(p.is_file() for p in outer.rglob("*")) == 5)
     everything = [p for p in outer.rglob("*")]
     files = [p for p in everything if p.is_file()]
     assert len(files) == 5
@@ -497,8 +535,32 @@ def test_missing_record_dir(rtpproxy):
     call = kamailio_call(proxy)
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "E50"
     assert len(log_lines(proxy, "can't open file")) == 1
+    assert stat(proxy, "nrec_errors") == 1
     assert_relaying(call)
     assert not rec.exists()
+
+
+@pytest.mark.parametrize("pcap", [False, True])
+def test_read_only_record_dir(rtpproxy, pcap):
+    with tmpfs("1m", read_only=True) as rec:
+        flags = ["-P"] if pcap else []
+        proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), *flags)
+        call = kamailio_call(proxy)
+        commands = [
+            (f"R {call.call_id} ftag;1 ttag;1", "E50"),
+            (f"Rs {call.call_id} ttag;1 ftag;1", "E50"),
+            (f"C {call.call_id} mycopy ftag;1 ttag;1", "E65"),
+            (f"Cs {call.call_id} onefile ttag;1 ftag;1", "E65"),
+        ]
+        for count, (command, error) in enumerate(commands, 1):
+            assert proxy.cmd(command) == error, command
+            lines = log_lines(proxy, "can't open file")
+            assert len(lines) == count, lines  # one line per failed command
+            assert "Read-only file system" in lines[-1]
+            assert stat(proxy, "nrec_errors") == count
+        assert_relaying(call)
+        assert call.delete() == "0"
+        assert list(rec.iterdir()) == []
 
 
 def test_record_dir_removed_mid_call(rtpproxy):
@@ -512,7 +574,7 @@ def test_record_dir_removed_mid_call(rtpproxy):
     assert_relaying(call)
     assert call.delete() == "0"
     assert proxy.cmd("V") == "20040107"
-    assert len(log_lines(proxy, "removed while recording")) == 2  # RTP and RTCP file
+    wait_for(lambda: len(log_lines(proxy, "removed while recording")) == 2)  # RTP and RTCP
     assert not rec.exists()
 
 
@@ -527,10 +589,10 @@ def test_record_dir_removed_mid_call_with_spool_keeps_the_recording(rtpproxy):
     assert_relaying(call)
     assert call.delete() == "0"
     # The spool copy was unlinked under us; its content is saved into -r at close.
+    wait_for(lambda: len(log_lines(proxy, "content saved to")) == 2)
     assert [r.data for r in parse_adhoc(rec / name(call, "o.rtp"))] == sent + [
         rtp(900, 900 * 160, 0x1111, payload(900))
     ]
-    assert len(log_lines(proxy, "content saved to")) == 2
 
 
 def test_full_file_system_stops_the_file_and_keeps_relaying(rtpproxy):
@@ -546,9 +608,11 @@ def test_full_file_system_stops_the_file_and_keeps_relaying(rtpproxy):
             sent.append(pkt)
         assert_relaying(call)
         assert call.delete() == "0"
+        wait_for(lambda: log_lines(proxy, "error while recording session"))
         errors = log_lines(proxy, "error while recording session")
         assert len(errors) == 1, errors
         assert "No space left on device" in errors[0]
+        assert stat(proxy, "nrec_errors") == 1
         recs = parse_adhoc(rec / name(call, "o.rtp"))
         assert 0 < len(recs) < len(sent)
         assert [r.data for r in recs] == sent[: len(recs)]
@@ -605,10 +669,13 @@ def test_extractaudio_on_a_recording_made_through_the_daemon(rtpproxy, pcap):
         assert call.b_to_a(pkt)[0] == pkt
         time.sleep(0.002)
     assert call.delete() == "0"
+    parse = parse_pcap if pcap else parse_adhoc
+    wait_for(lambda: len(packets_in(rec / name(call, "a.rtp"), parse) or ()) == frames)
     out = rec / "out.wav"
     done = subprocess.run(
-        [sys.executable, str(REPO / "rtpproxy.py"), "extractaudio", "-s", "-F", "wav"]
-        + ["-D", "pcm_16", str(rec / f"{call.call_id}=ftag"), str(out)],
+        rtpproxy_command()
+        + ["extractaudio", "-s", "-F", "wav", "-D", "pcm_16"]
+        + [str(rec / f"{call.call_id}=ftag"), str(out)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -640,6 +707,12 @@ def test_two_media_streams_of_one_call_do_not_share_a_file(rtpproxy):
     sent_video = caller_packets(video, 30, ssrc=0x3333)
     assert audio.delete() == "0"
     assert video.delete() == "0"
+    wait_for(
+        lambda: (
+            sorted(packets_in(p) or [] for p in rec.glob("*.o.rtp"))
+            == sorted([sent_audio, sent_video])
+        )
+    )
     bodies = sorted(
         ([r.data for r in parse_adhoc(p)] for p in rec.glob("*.o.rtp")), key=lambda b: b[0]
     )
@@ -657,6 +730,7 @@ def test_r_after_n_keeps_the_first_recording(rtpproxy):
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     second = caller_packets(call, 5, first=10)
     assert call.delete() == "0"
+    wait_recorded(rec / name(call, "2.o.rtp"), second)
     assert [r.data for r in parse_adhoc(rec / name(call, "o.rtp"))] == first
     assert [r.data for r in parse_adhoc(rec / name(call, "2.o.rtp"))] == second
     assert (rec / name(call, "2.o.rtcp")).exists()
@@ -673,11 +747,13 @@ def test_r_after_a_write_error_starts_recording_again(rtpproxy):
         sent = [rtp(i, i * 160, 1, payload(i, 1000)) for i in range(60)]
         for pkt in sent:
             assert call.a_to_b(pkt)[0] == pkt
+        wait_for(lambda: log_lines(proxy, "error while recording session"))
         assert len(log_lines(proxy, "error while recording session")) == 1
         filler.unlink()
         assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
         again = caller_packets(call, 10, first=100)
         assert call.delete() == "0"
+        wait_recorded(rec / name(call, "2.o.rtp"), again)
         kept = [r.data for r in parse_adhoc(rec / name(call, "o.rtp"))]
         assert 0 < len(kept) < len(sent) and kept == sent[: len(kept)]
         assert [r.data for r in parse_adhoc(rec / name(call, "2.o.rtp"))] == again
@@ -691,6 +767,7 @@ def test_pcap_on_a_wildcard_listener_names_the_routed_local_address(rtpproxy, co
     assert proxy.cmd(f"{command} {call.call_id} ftag;1 ttag;1") == "0"
     sent = caller_packets(call, 3)
     assert call.delete() == "0"
+    wait_recorded(rec / name(call, suffix), sent, parse_pcap)
     recs = parse_pcap(rec / name(call, suffix))
     assert [r.data for r in recs] == sent
     assert {r.dst for r in recs} == {("127.0.0.1", call.port_b)}

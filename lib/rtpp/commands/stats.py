@@ -5,7 +5,7 @@ from __future__ import annotations
 from rtpp.commands.command import Stats
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.reply import require_fit
-from rtpp.stats import STAT_NAMES, format_stat
+from rtpp.stats import RECORD_STAT_NAMES, STAT_NAMES, format_stat
 
 #: Counters kept per live stream and folded in when the stream ends.
 LIVE_STATS = frozenset(
@@ -25,6 +25,8 @@ LIVE_STATS = frozenset(
 
 
 def stat_value(app, name: str):
+    if name in RECORD_STAT_NAMES:
+        return getattr(app.media.recording.counters, name)
     value = app.counters.values[name]
     if name in LIVE_STATS:
         value += app.media.live_sum(name)

@@ -1,8 +1,10 @@
 """extractaudio: turn a call recording (ad-hoc or pcap) into an audio file.
 
 Channel A is the answerer's media (``<rdir>.a.rtp`` or ``-A``), channel B the
-originator's (``<rdir>.o.rtp`` or ``-B``). Within a file packets are grouped by
-SSRC; each stream is placed on an 8 kHz timeline by arrival time and RTP
+originator's (``<rdir>.o.rtp`` or ``-B``). A single-file pcap given alone holds
+both directions; they are told apart by the address each party sent to (the
+proxy's port) and become channels A and B. Within a channel packets are grouped
+by SSRC; each stream is placed on an 8 kHz timeline by arrival time and RTP
 timestamp, with silence in the gaps unless ``-n``. PCMU and PCMA are decoded.
 """
 
@@ -67,10 +69,15 @@ class CaptureError(ValueError):
     pass
 
 
+Endpoint = tuple[bytes, int]  # packed IP address, UDP port
+
+
 @dataclass(frozen=True, slots=True)
 class Datagram:
     arrival_s: float
     data: bytes
+    #: where it was sent (pcap only): tells the directions of a single-file recording apart
+    dst: Endpoint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +147,20 @@ def parse_pcap(blob: bytes, name: str = "input") -> Iterator[Datagram]:
         if start + incl_len > len(blob):
             _warn(f"{name}: truncated pcap record at offset {offset}, ignored")
             return
-        payload = udp_payload(blob[start : start + incl_len], linktype)
-        if payload is not None and len(payload) >= 12:
-            yield Datagram(sec + frac / ticks, payload)
+        found = udp_datagram(blob[start : start + incl_len], linktype)
+        if found is not None and len(found[0]) >= 12:
+            yield Datagram(sec + frac / ticks, found[0], found[1])
         offset = start + incl_len
 
 
 def udp_payload(frame: bytes, linktype: int) -> bytes | None:
     """UDP payload of an Ethernet (optionally VLAN-tagged) or NULL-link frame, else None."""
+    found = udp_datagram(frame, linktype)
+    return None if found is None else found[0]
+
+
+def udp_datagram(frame: bytes, linktype: int) -> tuple[bytes, Endpoint] | None:
+    """(UDP payload, destination) of an Ethernet or NULL-link frame, else None."""
     if linktype == LINKTYPE_ETHERNET:
         if len(frame) < 14:
             return None
@@ -161,23 +174,25 @@ def udp_payload(frame: bytes, linktype: int) -> bytes | None:
     return _ip_udp_payload(frame, ip_at)
 
 
-def _ip_udp_payload(frame: bytes, ip_at: int) -> bytes | None:
+def _ip_udp_payload(frame: bytes, ip_at: int) -> tuple[bytes, Endpoint] | None:
     if len(frame) <= ip_at:
         return None
     version = frame[ip_at] >> 4
     if version == 4:
         ihl = (frame[ip_at] & 0x0F) * 4
-        if len(frame) < ip_at + ihl + 8 or frame[ip_at + 9] != 17:
+        if len(frame) < ip_at + ihl + 8 or frame[ip_at + 9] != 17 or ihl < 20:
             return None
         udp_at = ip_at + ihl
+        dst_ip = frame[ip_at + 16 : ip_at + 20]
     elif version == 6:
         if len(frame) < ip_at + 48 or frame[ip_at + 6] != 17:
             return None
         udp_at = ip_at + 40
+        dst_ip = frame[ip_at + 24 : ip_at + 40]
     else:
         return None
-    udp_len = struct.unpack_from("!H", frame, udp_at + 4)[0]
-    return frame[udp_at + 8 : udp_at + max(udp_len, 8)]
+    dst_port, udp_len = struct.unpack_from("!2xHH", frame, udp_at)
+    return frame[udp_at + 8 : udp_at + max(udp_len, 8)], (dst_ip, dst_port)
 
 
 def parse_rtp(dgram: Datagram) -> RtpPacket | None:
@@ -489,6 +504,35 @@ def _load(inputs: list[tuple[str, str]]) -> tuple[list[Channel], list[str]]:
     return channels, failed
 
 
+def rtp_destinations(datagrams: Iterable[Datagram]) -> list[Endpoint]:
+    """Where the RTP of a capture was sent, in order of first appearance."""
+    seen: dict[Endpoint, None] = {}
+    for dgram in datagrams:
+        if dgram.dst is not None and dgram.dst not in seen and parse_rtp(dgram) is not None:
+            seen[dgram.dst] = None
+    return list(seen)
+
+
+def split_directions(channels: list[Channel]) -> list[Channel]:
+    """One capture holding both directions (a single-file pcap) -> channels A and B.
+
+    Applies when a single file was given (with ``-A``, ``-B`` or both) and its RTP
+    went to exactly two destinations, i.e. the proxy ports the two parties sent to.
+    Such a file does not say which party answered: the direction whose first packet
+    comes first is channel A, the other channel B (RTCP stays with A, unused).
+    """
+    if len({os.path.realpath(ch.path) for ch in channels}) != 1:
+        return channels
+    first = channels[0]
+    dests = rtp_destinations(first.datagrams)
+    if len(dests) != 2:
+        return channels
+    b_dst = dests[1]
+    a_part = [d for d in first.datagrams if d.dst != b_dst]
+    b_part = [d for d in first.datagrams if d.dst == b_dst]
+    return [Channel("A", first.path, a_part), Channel("B", first.path, b_part)]
+
+
 def scan(inputs: list[tuple[str, str]]) -> int:
     channels, failed = _load(inputs)
     for ch in channels:
@@ -544,6 +588,7 @@ def extract(o: Options) -> int:
     channels, failed = _load(inputs)
     if not channels or (failed and o.strict):
         return EXIT_USAGE
+    channels = split_directions(channels)
     t0 = min((d.arrival_s for ch in channels for d in ch.datagrams), default=0.0)
     if not math.isfinite(t0):
         t0 = 0.0
@@ -564,11 +609,11 @@ def extract(o: Options) -> int:
     if not _link(outfile, links):
         return EXIT_USAGE
     if o.delete:
-        for ch in channels:
+        for path in dict.fromkeys(ch.path for ch in channels):
             try:
-                os.unlink(ch.path)
+                os.unlink(path)
             except OSError as exc:
-                _warn(f"can't delete {ch.path}: {exc.strerror}")
+                _warn(f"can't delete {path}: {exc.strerror}")
     return EXIT_OK
 
 
