@@ -397,7 +397,7 @@ class StreamListener(Listener):
         self._full_log.log(
             log,
             logging.WARNING,
-            "control %s on %s: dropping an idle connection",
+            "%s on %s: dropping an idle control connection",
             why,
             self.spec.text,
         )
