@@ -136,13 +136,8 @@ class Proxy:
         """The serving process: a one-file binary's bootloader runs it as its child."""
         if self.daemon_pid is not None:
             return self.daemon_pid
-        pid = self.proc.pid
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                children = f.read().split()
-        except OSError:
-            return pid
-        return int(children[0]) if children else pid
+        children = child_pids(self.proc.pid)
+        return children[0] if children else self.proc.pid
 
     def cmd_raw(self, data: bytes, timeout: float = 2.0, retries: int = 3) -> bytes:
         """Send raw bytes over the control socket; the raw reply (cookie included)."""
@@ -200,13 +195,15 @@ class Proxy:
             return self._stop_daemon(sig, timeout)
         if self.proc.poll() is None:
             try:
-                if sig == signal.SIGKILL and self.pid != self.proc.pid:
-                    os.kill(self.pid, sig)  # a bootloader cannot pass SIGKILL on
-                self.proc.send_signal(sig)
+                if sig == signal.SIGKILL:
+                    # Not through a one-file bootloader: it cannot pass SIGKILL on,
+                    # and killed itself it leaves its unpack dir behind.
+                    os.kill(self.pid, sig)
+                else:
+                    self.proc.send_signal(sig)
                 return self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                kill_launched(self.proc)
         return self.proc.returncode
 
     def _adopt_daemon_from_pidfile(self) -> None:
@@ -217,8 +214,7 @@ class Proxy:
             pid = None
         if pid is not None and pid != self.proc.pid:
             if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+                kill_launched(self.proc, spare=pid)
             self.daemon_pid = pid
 
     def _stop_daemon(self, sig: int, timeout: float) -> None:
@@ -246,6 +242,49 @@ class Proxy:
         if self._stderr_file is not None:
             self._stderr_file.close()  # type: ignore[attr-defined]
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The children of process `pid` (of all its threads), oldest first."""
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in sorted(tasks, key=int):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children.extend(int(child) for child in f.read().split())
+        except OSError:
+            pass
+    return children
+
+
+def kill_launched(proc: subprocess.Popen, spare: int | None = None, timeout: float = 10.0) -> None:
+    """SIGKILL a started program, leaving no one-file unpack dir (/tmp/_MEI*) behind.
+
+    A one-file binary's bootloader only removes its unpack dir once its child has
+    exited, and cannot do so when it is SIGKILLed itself: so kill the children (all
+    but `spare`, a daemon that is stopped otherwise) and let the bootloader exit on
+    its own; kill it only if it does not.  Without children (rtpproxy.py) this is
+    a plain SIGKILL.
+    """
+    if proc.poll() is not None:
+        return
+    children = [pid for pid in child_pids(proc.pid) if pid != spare]
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if children:
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
 
 
 def pid_alive(pid: int) -> bool:

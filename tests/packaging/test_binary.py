@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PyInstaller.archive.readers import CArchiveReader
+
+from helpers import kill_launched, start_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / "dist" / "rtpproxy"
@@ -30,9 +33,8 @@ pytestmark = pytest.mark.packaging
 
 @pytest.fixture(scope="session")
 def frozen() -> Path:
-    """dist/rtpproxy, built once (`make binary`) if it is missing."""
-    if not BINARY.exists():
-        subprocess.run(["make", "-C", str(REPO), "binary"], check=True, timeout=900)
+    """dist/rtpproxy as of the current sources: `make binary` (a no-op when up to date)."""
+    subprocess.run(["make", "-C", str(REPO), "binary"], check=True, timeout=900)
     assert os.access(BINARY, os.X_OK)
     return BINARY
 
@@ -164,12 +166,18 @@ def daemon_args(port: int, *extra: str) -> list[str]:
 
 
 def stop_quietly(proc: subprocess.Popen) -> None:
-    """Kill what is left of a test daemon: the bootloader and its child share a session."""
+    """Kill what is left of a test daemon: its bootloader's child first, so that the
+    bootloader removes its unpack dir and exits, then anything left in the session."""
+    kill_launched(proc, timeout=STOP_TIMEOUT_S)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def bundled_names(executable: Path) -> list[str]:
+    """Names of the shared libraries and extension modules in the embedded archive."""
+    return [name for name, entry in CArchiveReader(str(executable)).toc.items() if entry[-1] == "b"]
 
 
 # ------------------------------------------------------------------ tests
@@ -212,6 +220,47 @@ def test_runs_as_extractaudio_through_symlink(frozen: Path, workdir: Path) -> No
     proc = subprocess.run([str(link)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert "extractaudio" in proc.stderr + proc.stdout
+
+
+def test_no_readline_is_bundled(frozen: Path) -> None:
+    """GNU readline is GPL-3: neither it, its terminfo library nor the module ships."""
+    names = bundled_names(frozen)
+    assert any(name.startswith("libpython") for name in names), names
+    unwanted = [
+        name
+        for name in names
+        if re.search(r"(^|/)(libreadline|libtinfo|libncurses|libhistory|readline\.)", name)
+    ]
+    assert not unwanted, unwanted
+    listing = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "pyi-archive_viewer"), "-r", "-b", str(frozen)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "pyimod01_archive" in listing.stdout
+    assert not re.search(r"\breadline\b", listing.stdout), listing.stdout
+
+
+def test_sigkill_from_test_helpers_leaves_no_unpack_dir(
+    frozen: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed itself, the bootloader would leave its _MEI* dir behind in $TMPDIR."""
+    unpack = workdir / "tmp"
+    unpack.mkdir()
+    monkeypatch.setenv("RTPP_BIN", str(frozen))
+    proxy = start_proxy("-l", "127.0.0.1", extra_env={"TMPDIR": str(unpack)})
+    try:
+        assert [p.name[:4] for p in unpack.iterdir()] == ["_MEI"]
+        daemon = proxy.pid
+        assert daemon != proxy.proc.pid  # the serving child of the bootloader
+        proxy.stop(signal.SIGKILL, timeout=STOP_TIMEOUT_S)
+        assert not pid_alive(daemon)
+        assert proxy.proc.poll() is not None
+        assert list(unpack.iterdir()) == []
+    finally:
+        proxy.cleanup()
 
 
 def test_tools_as_first_argument(frozen: Path) -> None:

@@ -2,6 +2,11 @@
 
 Needs root (dpkg -i); installs the Debian tools it needs when they are missing.
 The tests run in file order and share one installed package (module fixture).
+
+There is no systemd as PID 1 here, so the unit is never started: the installed
+executable runs its ExecStart command line under the service user (setpriv, umask,
+NOTIFY_SOCKET), and `systemd-analyze verify` checks the unit file.  The unit's
+sandboxing (ProtectSystem=, PrivateTmp=, SystemCallFilter=, ...) is not exercised.
 """
 
 from __future__ import annotations
@@ -21,9 +26,17 @@ from itertools import count
 from pathlib import Path
 
 import pytest
+from PyInstaller.archive.readers import CArchiveReader
+
+from helpers import UdpClient, kill_launched, next_port_range
+from integration.media_util import parse_port_reply, rtp
 
 REPO = Path(__file__).resolve().parents[2]
-UNIT = Path("/lib/systemd/system/rtpproxy.service")
+# debhelper installs units under /usr/lib (newer) or /lib (older, and bookworm's).
+UNIT_PATHS = (
+    Path("/usr/lib/systemd/system/rtpproxy.service"),
+    Path("/lib/systemd/system/rtpproxy.service"),
+)
 DEFAULTS = Path("/etc/default/rtpproxy")
 RUNDIR = Path("/run/rtpproxy")
 START_TIMEOUT_S = 20.0
@@ -35,7 +48,6 @@ INSTALLED_FILES = (
     "/usr/share/man/man8/rtpproxy.8.gz",
     "/usr/share/man/man1/makeann.1.gz",
     "/usr/share/man/man1/extractaudio.1.gz",
-    str(UNIT),
     str(DEFAULTS),
 )
 COOKIES = count()
@@ -94,10 +106,17 @@ def unix_command(path: Path, command: str) -> str:
         return s.recv(65536).decode().rstrip("\n")
 
 
+def installed_unit() -> Path:
+    for path in UNIT_PATHS:
+        if path.exists():
+            return path
+    pytest.fail(f"no unit installed at {' or '.join(map(str, UNIT_PATHS))}")
+
+
 def unit_exec_start() -> list[str]:
     """The installed unit's ExecStart, with $OPTIONS from /etc/default/rtpproxy."""
     line = next(
-        ln for ln in UNIT.read_text().splitlines() if ln.startswith("ExecStart=")
+        ln for ln in installed_unit().read_text().splitlines() if ln.startswith("ExecStart=")
     ).removeprefix("ExecStart=")
     options = run("sh", "-c", f'. {DEFAULTS} && printf %s "$OPTIONS"').stdout
     words = []
@@ -107,12 +126,32 @@ def unit_exec_start() -> list[str]:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """Kill the bootloader and the daemon it started (same new session)."""
+    """Kill the daemon, let its bootloader clean up and exit, then kill any straggler."""
+    kill_launched(proc, timeout=STOP_TIMEOUT_S)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def glibc_version(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split("."))
+
+
+def bundled_glibc_needs(executable: Path, tmp: Path) -> dict[str, tuple[int, ...]]:
+    """Highest GLIBC_* symbol version that `objdump -T` finds in each bundled binary."""
+    archive = CArchiveReader(str(executable))
+    needs = {}
+    for name, entry in archive.toc.items():
+        if entry[-1] != "b":  # shared libraries and extension modules
+            continue
+        path = tmp / name.replace("/", "_")
+        path.write_bytes(archive.extract(name))
+        symbols = run("objdump", "-T", str(path)).stdout
+        found = re.findall(r"\bGLIBC_(\d+(?:\.\d+)+)\b", symbols)
+        if found:
+            needs[name] = max(map(glibc_version, found))
+    return needs
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +189,7 @@ def test_package_contents(deb: Path) -> None:
         entries[name[0].removeprefix(".")] = (fields[0], name[1] if len(name) > 1 else None)
     for path in INSTALLED_FILES:
         assert path in entries, path
+    assert sum(str(path) in entries for path in UNIT_PATHS) == 1, listing
     assert entries["/usr/bin/rtpproxy"][0] == "-rwxr-xr-x"
     assert entries["/usr/bin/makeann"] == ("lrwxrwxrwx", "rtpproxy")
     assert entries["/usr/bin/extractaudio"] == ("lrwxrwxrwx", "rtpproxy")
@@ -161,10 +201,44 @@ def test_package_contents(deb: Path) -> None:
     assert str(DEFAULTS) in conffiles
 
 
+def test_depends_on_the_glibc_the_bundled_libraries_need(deb: Path, tmp_path: Path) -> None:
+    """dh_shlibdeps sees only the bootloader; libpython & co. need a newer glibc."""
+    needs = bundled_glibc_needs(REPO / "dist" / "rtpproxy", tmp_path)
+    libpython = [v for name, v in needs.items() if name.startswith("libpython")]
+    assert libpython, sorted(needs)
+    highest = max(needs.values())
+    assert highest >= max(libpython)
+    depends = run("dpkg-deb", "-f", str(deb), "Depends").stdout.strip()
+    bounds = re.findall(r"\blibc6 \(>= ([\d.]+)\)", depends)
+    assert bounds, depends
+    # The strongest libc6 bound (dpkg-gencontrol merges them into one) is exactly
+    # the highest version a bundled library requires.
+    assert max(map(glibc_version, bounds)) == highest, (depends, highest)
+
+
+def test_upgrade_does_not_stop_or_restart_the_service(deb: Path, tmp_path: Path) -> None:
+    """An upgrade would cut every call's media: only a removal stops the service."""
+    run("dpkg-deb", "-e", str(deb), str(tmp_path / "control"))
+    scripts = {
+        name: (tmp_path / "control" / name).read_text()
+        for name in ("preinst", "postinst", "prerm", "postrm")
+        if (tmp_path / "control" / name).exists()
+    }
+    for name, text in scripts.items():
+        assert not re.search(r"deb-systemd-invoke\s+\S*restart", text), (name, text)
+        assert "_dh_action=restart" not in text, (name, text)
+    assert "deb-systemd-invoke stop" not in scripts.get("preinst", "")
+    prerm = scripts["prerm"]
+    assert re.search(r'\[ "\$1" = remove \].*\n\s*deb-systemd-invoke stop', prerm), prerm
+    assert "deb-systemd-invoke start" in scripts["postinst"]  # a no-op when running
+
+
 def test_lintian_reports_no_errors(deb: Path) -> None:
-    proc = run("lintian", "--no-tag-display-limit", str(deb), check=False, timeout=300)
+    proc = run("lintian", "--tag-display-limit", "0", str(deb), check=False, timeout=300)
+    output = proc.stdout + proc.stderr
     errors = [line for line in proc.stdout.splitlines() if line.startswith("E:")]
-    assert not errors, proc.stdout
+    assert not errors, output
+    assert proc.returncode == 0, output  # fails on errors, and when lintian itself fails
 
 
 def test_install_creates_user_and_dirs(installed: Path) -> None:
@@ -188,7 +262,7 @@ def test_installed_binary_and_links_run(installed: Path) -> None:
 
 
 def test_installed_unit_verifies(installed: Path) -> None:
-    proc = run("systemd-analyze", "verify", str(UNIT), check=False, timeout=120)
+    proc = run("systemd-analyze", "verify", str(installed_unit()), check=False, timeout=120)
     output = proc.stdout + proc.stderr
     # Without systemd as PID 1 the tool may complain about the environment; any
     # complaint about the unit file itself (path:line: ...) is a failure.
@@ -205,7 +279,10 @@ def test_unit_does_not_reload_with_sighup() -> None:
 
 
 def test_daemon_runs_as_service_user(installed: Path) -> None:
-    """ExecStart as systemd would run it: user rtpproxy, umask 0007, NOTIFY_SOCKET."""
+    """ExecStart as systemd would run it: user rtpproxy, umask 0007, NOTIFY_SOCKET.
+
+    It answers on its control sockets and relays a call's RTP both ways.
+    """
     made_rundir = not RUNDIR.exists()
     run("install", "-d", "-o", "rtpproxy", "-g", "rtpproxy", "-m", "0755", str(RUNDIR))
     tmp = Path(tempfile.mkdtemp(dir="/tmp", prefix="rtpp-deb-"))
@@ -216,7 +293,7 @@ def test_daemon_runs_as_service_user(installed: Path) -> None:
     notify_path.chmod(0o666)
     notify.settimeout(START_TIMEOUT_S)
     port = free_udp_port()
-    low = 42000 + (os.getpid() % 100) * 100
+    low, high = next_port_range()
     cmd = unit_exec_start() + [
         "-s",
         f"udp:127.0.0.1:{port}",
@@ -225,7 +302,7 @@ def test_daemon_runs_as_service_user(installed: Path) -> None:
         "-m",
         str(low),
         "-M",
-        str(low + 99),
+        str(high),
     ]
     assert cmd[:2] == ["/usr/bin/rtpproxy", "-f"]
     setpriv = shutil.which("setpriv")
@@ -256,9 +333,24 @@ def test_daemon_runs_as_service_user(installed: Path) -> None:
         assert stat.S_IMODE(sock.stat().st_mode) == 0o770
         assert unix_command(sock, "V") == "20040107"
         assert udp_command(port, "V") == "20040107"
-        offer = udp_command(port, "U deb-call 127.0.0.1 9000 ftag")
-        assert offer is not None and offer.split()[0].isdigit(), offer
-        assert udp_command(port, "D deb-call ftag") == "0"
+        with UdpClient() as caller, UdpClient() as callee:
+            offer = udp_command(port, f"U deb-call 127.0.0.1 {caller.port} ftag")
+            assert offer is not None and offer.split()[0].isdigit(), offer
+            answer = udp_command(port, f"L deb-call 127.0.0.1 {callee.port} ftag ttag")
+            assert answer is not None and answer.split()[0].isdigit(), answer
+            to_caller, _ = parse_port_reply(offer)  # the callee sends here
+            to_callee, _ = parse_port_reply(answer)  # the caller sends here
+            assert low <= min(to_caller, to_callee) and max(to_caller, to_callee) <= high
+            for seq in range(3):
+                packet = rtp(seq, seq * 160, 0x1234, b"\xd5" * 160)
+                caller.send(packet, ("127.0.0.1", to_callee))
+                assert callee.recv()[0] == packet
+                reply = rtp(seq, seq * 160, 0x5678, b"\x55" * 160)
+                callee.send(reply, ("127.0.0.1", to_caller))
+                assert caller.recv()[0] == reply
+            stats = udp_command(port, "Q deb-call ftag ttag")
+            assert stats is not None and len(stats.split()) == 5, stats
+            assert udp_command(port, "D deb-call ftag ttag") == "0"
         proc.send_signal(signal.SIGTERM)  # KillMode=mixed: TERM to the main process
         assert proc.wait(timeout=STOP_TIMEOUT_S) == 0, proc.stderr.read()
         assert not pidfile.exists()
