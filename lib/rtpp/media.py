@@ -15,7 +15,7 @@ from rtpp.players import Players
 from rtpp.ports import PortAllocator, PortsExhausted, bind_pair
 from rtpp.ratelimit import LogThrottle
 from rtpp.recording import Recording
-from rtpp.relay import RelayContext, StreamRelay, prepare_relay
+from rtpp.relay import MODE, RelayContext, StreamRelay, prepare_relay, sync_twins
 from rtpp.rtp import RtpAnalyzer
 from rtpp.session import Session, Stream
 from rtpp.session_table import SessionTable
@@ -40,13 +40,13 @@ class Media:
         self.draining = False
         self.load = 0.0  # share of one core used in the last second
         self.overloaded = False
-        self.ctx = RelayContext(counters, config.strict_source, config.dup_small)
+        self.fds = FdBudget(nofile_limit())
+        self.ctx = RelayContext(counters, config.strict_source, config.dup_small, self.fds)
         prepare_relay(self.ctx)
         self.allocators = {
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
             for family in (socket.AF_INET, socket.AF_INET6)
         }
-        self.fds = FdBudget(nofile_limit())
         self._fd_log = LogThrottle()
         self.recording = Recording(config)
         self.players = Players(counters, config.dup_small)
@@ -61,6 +61,8 @@ class Media:
             raise CommandError(ECode.OVERLOAD)
         sess = Session(call_id, from_tag, time.monotonic(), time.time())
         sess.allow_fast = not self.config.dup_small
+        if MODE != "greenlet":
+            sess.on_route = sync_twins
         sess.set_ttl_max(self.config.setup_ttl_s)
         for st in sess.rtp.streams:
             st.analyzer = RtpAnalyzer()

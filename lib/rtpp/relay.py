@@ -11,12 +11,23 @@ environment variable RTPP_RELAY. In "epoll" mode (the default) the greenlet hand
 its socket to one shared epoll set that a single hub I/O watcher drains, so
 forwarding costs no greenlet switch. In "greenlet" mode the greenlet itself blocks
 on its socket's watcher and drains the socket. bench/RESULTS.md compares them.
+
+Connected twins (epoll mode): once an RTP stream has latched, a second socket is
+bound to the same local address and port and connected to the latched source.
+Linux delivers a datagram to the connected socket that matches its source exactly,
+so that source's packets arrive on the twin with the address check already done by
+the kernel (no source tuple to build and compare), and the peer's twin sends without
+an address (no per-packet address parsing or route lookup). Everything from any other
+source still arrives on the stream's own socket and takes the checked path, so drops
+are counted and re-latching works as before. SO_REUSEPORT is set only for the moment
+of the twin's bind and cleared again, so no other socket can join the port.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -26,6 +37,7 @@ import gevent
 from gevent.event import Event
 from gevent.monkey import get_original
 
+from rtpp.ports import RCVBUF_BYTES
 from rtpp.session import Stream
 from rtpp.stats import Counters
 
@@ -51,6 +63,7 @@ class RelayContext:
     counters: Counters
     strict_source: bool = False
     dup_small: bool = False
+    fds: Any = None  # fdbudget.FdBudget of the media sockets, when there is one
 
 
 def _send(st: Stream, data, ctx: RelayContext) -> bool:
@@ -282,6 +295,7 @@ class EpollDispatcher:
         self.epoll = epoll()
         self.ctx = ctx
         self.streams: dict[int, Stream] = {}
+        self.twins: dict[int, Stream] = {}
         self.watcher = gevent.get_hub().loop.io(self.epoll.fileno(), 1)
         self.watcher.start(self.dispatch)
 
@@ -296,8 +310,20 @@ class EpollDispatcher:
             del self.streams[fd]
             self.epoll.unregister(fd)
 
+    def add_twin(self, st: Stream) -> None:
+        fd = st.twin.fileno()
+        self.twins[fd] = st
+        self.epoll.register(fd, 1)
+
+    def remove_twin(self, st: Stream) -> None:
+        fd = st.twin.fileno()
+        if self.twins.get(fd) is st:
+            del self.twins[fd]
+            self.epoll.unregister(fd)
+
     def dispatch(self) -> None:
         streams = self.streams
+        twins = self.twins
         poll = self.epoll.poll
         ctx = self.ctx
         buf, view = _buf, _view
@@ -307,6 +333,33 @@ class EpollDispatcher:
             if not events:
                 return
             for fd, _ in events:
+                st = twins.get(fd)
+                if st is not None:
+                    # A packet from the latched source: the kernel checked the address.
+                    try:
+                        n = st.twin.recv_into(buf)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        # An ICMP error about the connected source; the packet is gone.
+                        log.debug("twin recv: %s", exc)
+                        ctx.counters.values["npkts_discard"] += 1
+                        continue
+                    if st.fast_src is None:
+                        _slow(st, n, st.twin_dst, now, ctx)
+                        continue
+                    st.nfast += 1
+                    data = view[:n]
+                    if st.analyzer is not None:
+                        st.analyzer.feed(data, now)
+                    try:
+                        if st.tfwd is not None:
+                            st.tfwd(data)
+                        else:
+                            st.fwd(data, st.fwd_dst)
+                    except OSError:
+                        _unsent(st, ctx)
+                    continue
                 st = streams.get(fd)
                 if st is None:
                     continue
@@ -330,6 +383,85 @@ class EpollDispatcher:
 
 
 _dispatchers: dict[int, EpollDispatcher] = {}
+
+
+def _wants_twin(st: Stream) -> bool:
+    sess = st.session
+    return (
+        sess.allow_fast
+        and not sess.deleted
+        and st.latched
+        and st.remote is not None
+        and not st.asymmetric
+        and st.sock is not None
+        and st.relay is not None
+    )
+
+
+def sync_twins(sess) -> None:
+    """Give each latched RTP stream a twin connected to its source; route the fast path
+    through the peer's twin when it is connected where the packets go."""
+    for st in sess.rtp.streams:
+        want = st.remote if _wants_twin(st) else None
+        if st.twin_dst != want:
+            drop_twin(st)
+            if want is not None:
+                _open_twin(st, want)
+    for st in sess.rtp.streams:
+        peer = st.peer
+        fast = st.fast_src is not None and peer.twin is not None and peer.twin_dst == st.fwd_dst
+        st.tfwd = peer.twin.send if fast else None
+
+
+def _open_twin(st: Stream, dst: tuple) -> None:
+    ctx = st.relay.ctx
+    if ctx.fds is not None and not ctx.fds.room_for(1):
+        return
+    sock = st.sock
+    twin = socket._socket.socket(sock.family, socket.SOCK_DGRAM)  # type: ignore[attr-defined]
+    try:
+        twin.setblocking(False)
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        if sock.family == socket.AF_INET6:
+            twin.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        else:
+            tos = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS)
+            if tos:
+                twin.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        # Both sockets share the port only for the moment of the bind: with the flag off
+        # again on the first one, nobody else can join the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            twin.bind(sock.getsockname())
+        finally:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+        twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+        twin.connect(dst)
+    except OSError as exc:
+        log.debug("no connected twin for port %d: %s", st.port, exc)
+        twin.close()
+        return
+    st.twin = twin
+    st.twin_dst = dst
+    if ctx.fds is not None:
+        ctx.fds.opened(1)
+    dispatcher(ctx).add_twin(st)
+
+
+def drop_twin(st: Stream) -> None:
+    twin = st.twin
+    if twin is None:
+        return
+    ctx = st.relay.ctx if st.relay is not None else None
+    for disp in _dispatchers.values():
+        disp.remove_twin(st)
+    twin.close()
+    st.twin = None
+    st.twin_dst = None
+    st.tfwd = None
+    if ctx is not None and ctx.fds is not None:
+        ctx.fds.closed(1)
 
 
 def prepare_relay(ctx: RelayContext) -> None:
@@ -389,6 +521,7 @@ class StreamRelay:
             self._watcher.stop()
             self._watcher.close()
         if MODE != "greenlet":
+            drop_twin(self.stream)
             dispatcher(self.ctx).remove(self.stream)
         self.stream.sock.close()
         self._stop.set()

@@ -59,6 +59,12 @@ class Stream:
     fast_src: Address | None = None
     fwd: Any = None
     fwd_dst: Address | None = None
+    # A second socket on the same local port, connected to the latched source (relay.py,
+    # epoll driver): the kernel sorts that source's packets onto it, and `tfwd(data)`
+    # sends the other way through the peer's one.
+    twin: Any = None
+    twin_dst: Address | None = None
+    tfwd: Any = None
     # Counters. The fast path only counts `nfast`; the totals are the properties below.
     nfast: int = 0  # read, accepted and handed to the kernel by the fast path
     nfast_unsent: int = 0  # of those, refused by the kernel
@@ -123,6 +129,7 @@ class Session:
     deleted: bool = False
     seq: int = 0  # creation order within the table
     allow_fast: bool = True  # False when every packet needs the full path (-2)
+    on_route: Any = None  # called after every refresh_fast (the relay's socket upkeep)
 
     def __post_init__(self) -> None:
         self.rtp = _make_pipe(self, True)
@@ -177,6 +184,8 @@ class Session:
             st.fast_src = st.remote if fast else None
             st.fwd = peer.sock.sendto if fast else None
             st.fwd_dst = peer.remote if fast else None
+        if self.on_route is not None:
+            self.on_route(self)
 
 
 def _make_pipe(session: Session, is_rtp: bool) -> Pipe:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -162,6 +163,24 @@ def test_first_real_address_after_hold_lets_the_new_source_take_the_leg(rtpproxy
     b.send(rtp(2, 320, 0xB, b"b" * 160), ("127.0.0.1", port_a))
     assert moved.recv()[0][12:] == b"b" * 160
     assert a.recv_none(0.2)
+
+
+def test_latched_rtp_streams_get_a_connected_twin_nobody_else_can_join(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1")
+    call = kamailio_call(proxy)
+    before = open_fds(proxy)
+    exchange(call, 3)  # both RTP legs latch
+    assert open_fds(proxy) == before + 2  # one connected twin per latched RTP stream
+    for port in (call.port_a, call.port_b):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            with pytest.raises(OSError) as exc:
+                s.bind(("127.0.0.1", port))
+            assert exc.value.errno == errno.EADDRINUSE
+    exchange(call, 3)
+    assert proxy.cmd(f"Q {call.call_id} ftag;1 ttag;1").split()[1:] == ["6", "6", "12", "0"]
+    assert call.delete() == "0"
+    assert open_fds(proxy) == before - 4
 
 
 def test_packets_before_answer_are_discarded(rtpproxy):
