@@ -255,3 +255,26 @@ def test_full_queue_drops_and_counts_with_one_log_line(caplog):
     gevent.sleep(0.1)
     target.close()
     assert counters["nnotify_failed"] == 2
+
+
+def test_a_target_that_restarted_gets_the_next_notification_on_a_new_connection():
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(2)
+    target = Target(socket.AF_INET, listener.getsockname())
+    try:
+        target.submit(b"one\n")
+        gevent.sleep(0.05)
+        conn, _ = listener.accept()
+        assert conn.recv(64) == b"one\n"
+        conn.sendall(b"OK\n")  # some targets answer; the answer is read and dropped
+        conn.close()  # the target restarts: its end of the kept connection is gone
+        gevent.sleep(0.05)
+        target.submit(b"two\n")
+        gevent.sleep(0.05)
+        conn, _ = listener.accept()
+        assert conn.recv(64) == b"two\n"
+        conn.close()
+        assert (target.nsent, target.nfailed) == (2, 0)
+    finally:
+        target.close()
+        listener.close()

@@ -108,6 +108,8 @@ class Target:
             self.counters.incr(name)
 
     def _send(self, message: bytes) -> bool:
+        if self.sock is not None and self._closed_by_target():
+            self._disconnect()
         for _ in range(1 + SEND_RETRIES):
             if self.sock is None and not self._connect():
                 return False
@@ -119,6 +121,23 @@ class Target:
                 log.warning("notification to %s failed: %s", self.address, exc)
                 self._disconnect()
         return False
+
+    def _closed_by_target(self) -> bool:
+        """True if the target closed the kept connection (it restarted, say): over TCP a
+        write into it would still succeed and the notification would be lost. Whatever
+        the target sent meanwhile (the Sippy B2BUA answers each notification) is read."""
+        sock = self.sock
+        sock.setblocking(False)
+        try:
+            while sock.recv(4096):
+                pass
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            sock.setblocking(True)
 
     def _connect(self) -> bool:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
