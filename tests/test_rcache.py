@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rtpp.control.rcache import ReplyCache
 
 
@@ -46,3 +48,15 @@ def test_sweep_on_access_drops_expired_entries():
     cache.insert(b"k", b"k\n", now=1.0)
     cache.maybe_sweep(now=36.5)  # a sweep is due (first at 4.0); k expired at 36.0
     assert len(cache) == 0
+
+
+def test_table_memory_is_given_back_once_a_burst_has_expired():
+    cache = ReplyCache()
+    for i in range(20000):
+        cache.insert(b"c%d" % i, b"c%d 0\n" % i, now=0.0)
+    burst = sys.getsizeof(cache._entries)
+    cache.insert(b"late", b"late 0\n", now=30.0)
+    cache.sweep(now=36.0)
+    assert len(cache) == 1
+    assert sys.getsizeof(cache._entries) * 100 < burst
+    assert cache.lookup(b"late", now=36.0) == b"late 0\n"

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from rtpp import memory
+
 ENTRY_TTL_S = 35.0
 SWEEP_INTERVAL_S = 3.0
 MAX_BYTES = 32 * 1024 * 1024
 #: rough per-entry cost of the dict slot, tuple and two bytes objects
 ENTRY_OVERHEAD = 200
+#: a table that held this many entries and is down to a quarter is rebuilt smaller
+SHRINK_FROM = 4096
 
 
 class ReplyCache:
@@ -33,6 +37,7 @@ class ReplyCache:
         # Insertion order == expiry order, so a sweep stops at the first live entry.
         self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
         self._next_sweep: float | None = None
+        self._peak = 0  # most entries held since the table was last rebuilt
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -51,6 +56,8 @@ class ReplyCache:
         self.nbytes += _cost(cookie, reply)
         while self.nbytes > self.max_bytes and len(self._entries) > 1:
             self._pop_oldest()
+        if len(self._entries) > self._peak:
+            self._peak = len(self._entries)
 
     def maybe_sweep(self, now: float) -> None:
         if self._next_sweep is None:
@@ -65,6 +72,16 @@ class ReplyCache:
             if expires > now:
                 break
             self._pop_oldest()
+        self._shrink()
+
+    def _shrink(self) -> None:
+        """After a burst, give the table's memory back: a dict never shrinks by itself,
+        and the process would keep the burst's peak for good."""
+        if self._peak < SHRINK_FROM or len(self._entries) * 4 > self._peak:
+            return
+        self._entries = OrderedDict(self._entries)
+        self._peak = len(self._entries)
+        memory.trim()
 
     def _pop_oldest(self) -> None:
         cookie, (_, reply) = self._entries.popitem(last=False)

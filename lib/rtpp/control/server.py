@@ -196,9 +196,13 @@ class UdpListener(Listener):
 
     def _serve_loop(self) -> None:
         assert self.sock is not None
+        self.sock.settimeout(self.rcache.sweep_s)  # cached replies expire when idle too
         while not self.closed:
             try:
                 data, addr = self.sock.recvfrom(BUF_SIZE)
+            except TimeoutError:
+                self.rcache.maybe_sweep(time.monotonic())
+                continue
             except OSError as exc:
                 if self.closed:
                     return
