@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 
 def _malloc_trim():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc: nothing to call
         return None
 
