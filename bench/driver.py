@@ -478,10 +478,12 @@ class Bench:
                     if not pt.result or "error" in pt.result:
                         if n == self.args.ladder[0]:
                             self.unavailable[t.name] = pt.reason
-        # The latency comparison point is measured for every target that runs.
+        # The latency and CPU comparison points are measured for every target that runs.
         for t in alive:
-            if self.args.fixed_n not in measured[t.name] and t.name not in self.unavailable:
-                self.measure(t, self.args.fixed_n)
+            for n in (self.args.fixed_n, self.args.cpu_n):
+                if n not in measured[t.name] and t.name not in self.unavailable:
+                    self.measure(t, n)
+                    measured[t.name].add(n)
 
     # -- report ---------------------------------------------------------------
 
@@ -520,16 +522,17 @@ class Bench:
             "## Summary",
             "",
             f"| target | largest N held | relayed pps at that N | CPU us/pkt at N={a.fixed_n}"
-            f" | CPU us/pkt at largest N | p50 at N={a.fixed_n} | p99 at N={a.fixed_n}"
-            f" | max at N={a.fixed_n} | disturbed runs |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f" | CPU us/pkt at N={a.cpu_n} | CPU us/pkt at largest N | p50 at N={a.fixed_n}"
+            f" | p99 at N={a.fixed_n} | max at N={a.fixed_n} | disturbed runs |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name in targets:
             if name in self.unavailable:
-                lines.append(f"| {name} | not measured: {self.unavailable[name]} ||||||||")
+                lines.append(f"| {name} | not measured: {self.unavailable[name]} |||||||||")
                 continue
             b = self.best(name)
             f = self.at(name, a.fixed_n)
+            c = self.at(name, a.cpu_n)
             lines.append(
                 "| "
                 + " | ".join(
@@ -538,6 +541,7 @@ class Bench:
                         f"{b.calls}{mark(b)}" if b else f"none (< {a.ladder[0]})",
                         f"{b.pps:,.0f}" if b else "-",
                         fmt_us(f.cpu_us_per_pkt if f else None, 2) + mark(f),
+                        fmt_us(c.cpu_us_per_pkt if c else None, 2) + mark(c),
                         fmt_us(b.cpu_us_per_pkt if b else None, 2),
                         lat(f, "lat_p50_us"),
                         lat(f, "lat_p99_us"),
@@ -555,9 +559,9 @@ class Bench:
                 rows.append(self.ratio_row(x, y))
         if rows:
             lines += [
-                f"| ratio | largest N held | CPU/pkt at N={a.fixed_n} | p50 at N={a.fixed_n}"
-                f" | p99 at N={a.fixed_n} |",
-                "|---|---|---|---|---|",
+                f"| ratio | largest N held | CPU/pkt at N={a.fixed_n} | CPU/pkt at N={a.cpu_n}"
+                f" | p50 at N={a.fixed_n} | p99 at N={a.fixed_n} |",
+                "|---|---|---|---|---|---|",
                 *rows,
             ]
         lines += [
@@ -652,6 +656,7 @@ class Bench:
         a = self.args
         bx, by = self.best(x), self.best(y)
         fx, fy = self.at(x, a.fixed_n), self.at(y, a.fixed_n)
+        cx, cy = self.at(x, a.cpu_n), self.at(y, a.cpu_n)
 
         def rat(u: float | None, v: float | None) -> str:
             if u is None or not v:
@@ -663,6 +668,7 @@ class Bench:
             f"{x} / {y}",
             rat(bx.calls if bx else None, by.calls if by else None),
             rat(fx.cpu_us_per_pkt if fx else None, fy.cpu_us_per_pkt if fy else None),
+            rat(cx.cpu_us_per_pkt if cx else None, cy.cpu_us_per_pkt if cy else None),
             rat(lat_v(fx, "lat_p50_us"), lat_v(fy, "lat_p50_us")),
             rat(lat_v(fx, "lat_p99_us"), lat_v(fy, "lat_p99_us")),
         ]
@@ -736,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         help="concurrent call counts (RTPP_BENCH_LADDER)",
     )
     ap.add_argument("--fixed-n", type=int, default=400, help="latency comparison point")
+    ap.add_argument("--cpu-n", type=int, default=800, help="CPU per packet comparison point")
     ap.add_argument(
         "--duration",
         type=float,

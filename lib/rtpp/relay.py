@@ -453,14 +453,13 @@ def drop_twin(st: Stream) -> None:
     twin = st.twin
     if twin is None:
         return
-    ctx = st.relay.ctx if st.relay is not None else None
-    for disp in _dispatchers.values():
-        disp.remove_twin(st)
+    ctx = st.relay.ctx  # a twin exists only while the stream's relay does
+    dispatcher(ctx).remove_twin(st)
     twin.close()
     st.twin = None
     st.twin_dst = None
     st.tfwd = None
-    if ctx is not None and ctx.fds is not None:
+    if ctx.fds is not None:
         ctx.fds.closed(1)
 
 
