@@ -187,7 +187,8 @@ def test_driver_writes_report(loadgen: Path, tmp_path: Path) -> None:
     """One tiny point against the bare relay: the driver's table and JSON come out."""
     results, js = tmp_path / "RESULTS.md", tmp_path / "results.json"
     cmd = [sys.executable, str(BENCH / "driver.py"), "--targets", "bare", "--ladder", "10"]
-    cmd += ["--fixed-n", "10", "--duration", "1", "--warmup", "0.3", "--drain", "0.3"]
+    cmd += ["--fixed-n", "10", "--cpu-n", "10", "--duration", "1", "--warmup", "0.3"]
+    cmd += ["--drain", "0.3"]
     cmd += ["--retries", "0", "--loadgen", str(loadgen), "--python", sys.executable]
     cmd += ["--results", str(results), "--json", str(js)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
