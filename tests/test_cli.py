@@ -240,6 +240,15 @@ def test_root_without_udp_control_only_warns():
     assert warnings  # a group alone does not count
 
 
+@needs_root
+def test_option_errors_come_before_the_root_warning():
+    warnings: list[str] = []
+    with pytest.raises(UsageError) as err:
+        parse_args(["-s", "tcp:127.0.0.1:7", "-t", "0xb8"], warn=warnings.append)
+    assert err.value.message == "0xb8: TOS argument is invalid"
+    assert warnings == []
+
+
 # ---------------------------------------------------------------- -u / -w
 
 

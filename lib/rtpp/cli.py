@@ -307,13 +307,7 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         raise UsageError("-S switch requires -r switch")
     if any(s.stdio for s in specs) and not foreground:
         raise UsageError("stdio command mode requires -f switch")
-    if not opts["-F"] and os.getuid() == 0 and user[0] is None:
-        if any(s.datagram for s in specs):
-            raise UsageError(ROOT_UDP_MSG)
-        warn(ROOT_WARNING)
-    if user[0] is None and any(s.datagram and not _loopback(s.host) for s in specs):
-        warn(OPEN_UDP_WARNING)
-    return Config(
+    config = Config(
         listen=listen,
         bridge=bridge,
         advertised=advertised,
@@ -355,6 +349,14 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         dso=tuple(_existing_path(p) for p in opts["--dso"]),
         config_file=_config_file(opts),
     )
+    # Every option is valid by now: the warnings come after the errors, as in the classic.
+    if not opts["-F"] and os.getuid() == 0 and user[0] is None:
+        if any(s.datagram for s in specs):
+            raise UsageError(ROOT_UDP_MSG)
+        warn(ROOT_WARNING)
+    if user[0] is None and any(s.datagram and not _loopback(s.host) for s in specs):
+        warn(OPEN_UDP_WARNING)
+    return config
 
 
 def _loopback(host: str | None) -> bool:
