@@ -300,25 +300,26 @@ class EpollDispatcher:
         self.watcher.start(self.dispatch)
 
     def add(self, st: Stream) -> None:
-        fd = st.sock.fileno()
-        self.streams[fd] = st
-        self.epoll.register(fd, 1)
+        self._watch(self.streams, st.sock, st)
 
     def remove(self, st: Stream) -> None:
-        fd = st.sock.fileno()
-        if self.streams.get(fd) is st:
-            del self.streams[fd]
-            self.epoll.unregister(fd)
+        self._unwatch(self.streams, st.sock, st)
 
     def add_twin(self, st: Stream) -> None:
-        fd = st.twin.fileno()
-        self.twins[fd] = st
-        self.epoll.register(fd, 1)
+        self._watch(self.twins, st.twin, st)
 
     def remove_twin(self, st: Stream) -> None:
-        fd = st.twin.fileno()
-        if self.twins.get(fd) is st:
-            del self.twins[fd]
+        self._unwatch(self.twins, st.twin, st)
+
+    def _watch(self, table: dict[int, Stream], sock: Any, st: Stream) -> None:
+        fd = sock.fileno()
+        table[fd] = st
+        self.epoll.register(fd, 1)
+
+    def _unwatch(self, table: dict[int, Stream], sock: Any, st: Stream) -> None:
+        fd = sock.fileno()
+        if table.get(fd) is st:
+            del table[fd]
             self.epoll.unregister(fd)
 
     def dispatch(self) -> None:
