@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -188,14 +189,17 @@ def test_driver_writes_report(loadgen: Path, tmp_path: Path) -> None:
     results, js = tmp_path / "RESULTS.md", tmp_path / "results.json"
     cmd = [sys.executable, str(BENCH / "driver.py"), "--targets", "bare", "--ladder", "10"]
     cmd += ["--fixed-n", "10", "--cpu-n", "10", "--duration", "1", "--warmup", "0.3"]
-    cmd += ["--drain", "0.3"]
+    cmd += ["--drain", "0.3", "--cpu-rounds", "2"]
     cmd += ["--retries", "0", "--loadgen", str(loadgen), "--python", sys.executable]
     cmd += ["--results", str(results), "--json", str(js)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     text = results.read_text()
     assert "## Summary" in text and "| bare |" in text and "## Commands" in text
-    points = json.loads(js.read_text())
-    assert len(points) == 1 and points[0]["target"] == "bare" and points[0]["calls"] == 10
-    assert "error" not in points[0]["result"], points[0]
-    assert points[0]["result"]["rx"] > 0
+    runs = json.loads(js.read_text())  # the point, then a second CPU round
+    assert len(runs) == 2
+    for run in runs:
+        assert run["target"] == "bare" and run["calls"] == 10
+        assert "error" not in run["result"], run
+        assert run["result"]["rx"] > 0
+    assert re.search(r"every round: bare \d+\.\d\d, \d+\.\d\d\.", text)
