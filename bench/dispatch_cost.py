@@ -53,12 +53,21 @@ def setup(calls: int) -> tuple[App, list[int], socket.socket, socket.socket]:
     callee.setblocking(False)
     ports = []
     for i in range(calls):
-        app.execute(f"U c{i} 127.0.0.1 {caller.getsockname()[1]} f{i};1".encode(), peer)
+        offer = app.execute(f"U c{i} 127.0.0.1 {caller.getsockname()[1]} f{i};1".encode(), peer)
         reply = app.execute(
             f"L c{i} 127.0.0.1 {callee.getsockname()[1]} f{i};1 t{i};1".encode(), peer
         )
         ports.append(int(reply.split()[0]))
-    gevent.sleep(0.1)  # let the stream greenlets register their sockets
+        # One packet from the callee latches the callee's leg: both directions then
+        # have connected twins, as in a real call.
+        callee.sendto(RTP.pack(0x80, 0, 1, 160, 1 << 20 | i), ("127.0.0.1", int(offer.split()[0])))
+    gevent.sleep(0.2)  # let the stream greenlets register their sockets, relay the above
+    caller.setblocking(False)
+    while True:
+        try:
+            caller.recv(2048)
+        except BlockingIOError:
+            break
     return app, ports, caller, callee
 
 
@@ -90,33 +99,35 @@ def measure(dispatch, ports: list[int], caller, callee) -> float:
 
 
 def variants(disp: relay.EpollDispatcher) -> dict:
-    streams = disp.streams
+    # After the first packet every stream has latched, so packets arrive on the twins.
+    streams, twins = disp.streams, disp.twins
     poll = disp.epoll.poll
     buf, view = relay._buf, relay._view
 
     def recv_sendto() -> None:
         for fd, _ in poll(0, 1024):
-            st = streams[fd]
-            st.fwd(st.sock.recv(2048), st.fwd_dst)
+            st = twins[fd] or streams[fd]
+            st.fwd(st.twin.recv(2048), st.fwd_dst)
 
-    def recvfrom_sendto() -> None:
+    def recv_into_send() -> None:
         for fd, _ in poll(0, 1024):
-            st = streams[fd]
-            n, _src = st.sock.recvfrom_into(buf)
-            st.fwd(view[:n], st.fwd_dst)
+            st = twins[fd] or streams[fd]
+            n = st.twin.recv_into(buf)
+            st.tfwd(view[:n])
 
-    def checked_no_analyzer() -> None:
+    def counted_no_analyzer() -> None:
         for fd, _ in poll(0, 1024):
-            st = streams[fd]
-            n, src = st.sock.recvfrom_into(buf)
-            if src == st.fast_src:
-                st.nfast += 1
-                st.fwd(view[:n], st.fwd_dst)
+            st = twins[fd]
+            if st is not None:
+                n = st.twin.recv_into(buf)
+                if st.fast_src is not None:
+                    st.nfast_rtcp += 1
+                    st.tfwd(view[:n])
 
     return {
         "recv + sendto (bare relay)": recv_sendto,
-        "recvfrom_into + sendto": recvfrom_sendto,
-        "+ source check, counter": checked_no_analyzer,
+        "recv_into + send (connected twin)": recv_into_send,
+        "+ state check, counter": counted_no_analyzer,
         "full dispatcher (+ RTP analyzer)": disp.dispatch,
     }
 

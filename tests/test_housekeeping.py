@@ -35,7 +35,7 @@ def packet(sess: Session, index: int, rtcp: bool = False, fast: bool = False) ->
     pipe = sess.rtcp if rtcp else sess.rtp
     st = pipe.streams[index]
     if fast:
-        st.nfast += 1
+        st.nfast_rtcp += 1  # a stream without an analyzer, as in Session() here
     else:
         st.slow_rcvd += 1
         st.slow_in += 1

@@ -47,6 +47,7 @@ def run_both(packets: list[tuple[bytes, float]], as_view: bool = True) -> None:
         got, want = new.feed(buf, now), ref.feed(data, now)
         assert got == want, f"packet {i}: {got!r} != {want!r}"
         assert snapshot(new) == snapshot(ref), f"packet {i}"
+        assert new.nfed == i + 1, f"packet {i}"
 
 
 class Stream:

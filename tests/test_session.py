@@ -8,6 +8,7 @@ import pytest
 
 from rtpp.ports import open_media_socket
 from rtpp.resizer import Resizer
+from rtpp.rtp import HEADER, RtpAnalyzer
 from rtpp.session import Session, make_address
 
 HOST = "127.0.0.1"
@@ -354,12 +355,28 @@ def test_attachments_of_the_peer_other_than_a_player_do_not_matter(sockets):
 
 
 def test_counters_add_the_slow_and_fast_parts():
-    st = new_session().rtp.streams[0]
+    st = new_session().rtcp.streams[0]
     st.slow_rcvd, st.slow_in, st.slow_relayed = 9, 6, 4
-    st.nfast, st.nfast_unsent = 10, 3
+    st.nfast_rtcp, st.nfast_unsent = 10, 3
     assert st.nrcvd == 19
     assert st.npkts_in == 16
     assert st.nrelayed == 11
+
+
+def test_an_rtp_streams_fast_path_is_counted_by_its_analyzer():
+    # The relay feeds every accepted packet to the analyzer; those the full path
+    # accepted are in slow_in, the rest came through the fast path.
+    st = new_session().rtp.streams[0]
+    st.analyzer = RtpAnalyzer()
+    packets = [HEADER.pack(0x80, 0, seq, seq * 160, 7) + bytes(160) for seq in (5, 6, 7, 6, 9)]
+    packets.append(b"\x80")  # too short: fed and counted all the same
+    for n, data in enumerate(packets):
+        st.analyzer.feed(data, n * 0.02)
+    st.slow_rcvd = st.slow_in = 2
+    st.slow_relayed, st.nfast_unsent = 2, 1
+    assert st.nfast == len(packets) - 2
+    assert st.nrcvd == st.npkts_in == len(packets)
+    assert st.nrelayed == len(packets) - 1
 
 
 def test_counters_start_at_zero():

@@ -254,10 +254,11 @@ def relay_ready(st: Stream, now: float, ctx: RelayContext) -> bool:
     if src != st.fast_src:
         _slow(st, n, src, now, ctx)
         return True
-    st.nfast += 1
     data = _view[:n]
     if st.analyzer is not None:
         st.analyzer.feed(data, now)
+    else:
+        st.nfast_rtcp += 1
     try:
         st.fwd(data, st.fwd_dst)
     except OSError:
@@ -283,19 +284,25 @@ class EpollDispatcher:
     """One epoll set for every media socket, drained from a single hub I/O watcher.
 
     Forwarding then costs no greenlet switch and one watcher callback per loop
-    iteration rather than per socket. Ready sockets are polled again a few times
-    before returning to the hub, so one hub iteration serves many packets under load.
+    iteration rather than per socket. After a large batch the set is polled again
+    (up to MAX_ROUNDS times) before returning to the hub, so one hub iteration serves
+    many packets under load; after a small one it is not, as that poll would mostly
+    find nothing and cost a system call per wake-up.
     """
 
     MAX_EVENTS = 1024
     MAX_ROUNDS = 4
+    #: A batch at least this large is followed by another poll.
+    REPOLL_EVENTS = 32
 
     def __init__(self, ctx: RelayContext) -> None:
         epoll = get_original("select", "epoll")
         self.epoll = epoll()
         self.ctx = ctx
-        self.streams: dict[int, Stream] = {}
-        self.twins: dict[int, Stream] = {}
+        # Indexed by descriptor (a list index is cheaper than a dict lookup per packet);
+        # both lists always have the same length.
+        self.streams: list[Stream | None] = []
+        self.twins: list[Stream | None] = []
         self.watcher = gevent.get_hub().loop.io(self.epoll.fileno(), 1)
         self.watcher.start(self.dispatch)
 
@@ -311,15 +318,19 @@ class EpollDispatcher:
     def remove_twin(self, st: Stream) -> None:
         self._unwatch(self.twins, st.twin, st)
 
-    def _watch(self, table: dict[int, Stream], sock: Any, st: Stream) -> None:
+    def _watch(self, table: list[Stream | None], sock: Any, st: Stream) -> None:
         fd = sock.fileno()
+        if fd >= len(table):
+            more = [None] * (max(fd + 1, 2 * len(table)) - len(table))
+            self.streams.extend(more)
+            self.twins.extend(more)
         table[fd] = st
         self.epoll.register(fd, 1)
 
-    def _unwatch(self, table: dict[int, Stream], sock: Any, st: Stream) -> None:
+    def _unwatch(self, table: list[Stream | None], sock: Any, st: Stream) -> None:
         fd = sock.fileno()
-        if table.get(fd) is st:
-            del table[fd]
+        if fd < len(table) and table[fd] is st:
+            table[fd] = None
             self.epoll.unregister(fd)
 
     def dispatch(self) -> None:
@@ -331,10 +342,8 @@ class EpollDispatcher:
         now = time.monotonic()
         for _ in range(self.MAX_ROUNDS):
             events = poll(0, self.MAX_EVENTS)
-            if not events:
-                return
             for fd, _ in events:
-                st = twins.get(fd)
+                st = twins[fd]
                 if st is not None:
                     # A packet from the latched source: the kernel checked the address.
                     try:
@@ -349,10 +358,12 @@ class EpollDispatcher:
                     if st.fast_src is None:
                         _slow(st, n, st.twin_dst, now, ctx)
                         continue
-                    st.nfast += 1
                     data = view[:n]
-                    if st.analyzer is not None:
-                        st.analyzer.feed(data, now)
+                    an = st.analyzer
+                    if an is not None:
+                        an.feed(data, now)  # counts the packet too (Stream.nfast)
+                    else:
+                        st.nfast_rtcp += 1
                     try:
                         if st.tfwd is not None:
                             st.tfwd(data)
@@ -361,7 +372,7 @@ class EpollDispatcher:
                     except OSError:
                         _unsent(st, ctx)
                     continue
-                st = streams.get(fd)
+                st = streams[fd]
                 if st is None:
                     continue
                 # relay_ready() inlined for its common case: this runs per packet.
@@ -373,14 +384,18 @@ class EpollDispatcher:
                 if src != st.fast_src:
                     _slow(st, n, src, now, ctx)
                     continue
-                st.nfast += 1
                 data = view[:n]
-                if st.analyzer is not None:
-                    st.analyzer.feed(data, now)
+                an = st.analyzer
+                if an is not None:
+                    an.feed(data, now)
+                else:
+                    st.nfast_rtcp += 1
                 try:
                     st.fwd(data, st.fwd_dst)
                 except OSError:
                     _unsent(st, ctx)
+            if len(events) < self.REPOLL_EVENTS:
+                return
 
 
 _dispatchers: dict[int, EpollDispatcher] = {}

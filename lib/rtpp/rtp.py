@@ -20,7 +20,7 @@ taken. Payload types without a known static clock produce no jitter.
 from __future__ import annotations
 
 import struct
-from collections import deque
+from array import array
 from dataclasses import dataclass, field
 from enum import IntEnum
 from math import trunc
@@ -250,6 +250,9 @@ _TS_RATES_FLOAT = tuple(float(rate) for rate in TS_RATES)
 _unpack_header = HEADER.unpack_from
 _StructError = struct.error
 _OK = RtpaUpdate.OK
+#: An empty timestamp ring, and the slot after each slot.
+_RING_EMPTY = array("q", [-1] * TS_DEDUP_DEPTH)
+_RING_NEXT = tuple((i + 1) % TS_DEDUP_DEPTH for i in range(TS_DEDUP_DEPTH))
 
 
 def _seq_delta(seq: int, ref: int) -> int:
@@ -294,16 +297,34 @@ class RtpAnalyzer:
     (``_ts_top``).
     """
 
-    perrs: int = 0
-    ssrc_changes: int = 0
+    # Read or written for every in-order packet: kept together, first in the object.
+    last_ssrc: int | None = None
+    _max: int = field(default=0, init=False, repr=False)
+    #: _max minus the unique packets of the current run: in-order packets keep it.
+    _gap: int = field(default=0, init=False, repr=False)
+    #: _max minus the packets fed (``nfed``): in-order packets keep it too.
+    _fed_gap: int = field(default=0, init=False, repr=False)
+    _last_arrival: float | None = field(default=None, init=False, repr=False)
     #: Longest interval between two fed packets, seconds.
     longest_ipi: float = 0.0
-    last_ssrc: int | None = None
     last_seq: int | None = None
-    # current run
+    #: The largest entry of _recent_ts (-1 when empty, _TS_UNKNOWN before it exists):
+    #: a timestamp above it is certainly not a repeated one.
+    _ts_top: int = field(default=_TS_UNKNOWN, init=False, repr=False)
+    # jitter, RTP timestamp units
+    _prev_rtime_ts: int | None = field(default=None, init=False, repr=False)
+    _prev_ts: int = field(default=0, init=False, repr=False)
+    _j: float = field(default=0.0, init=False, repr=False)
+    jmax: float = 0.0
+    _jtotal: float = field(default=0.0, init=False, repr=False)
+    _jcount: int = field(default=0, init=False, repr=False)
+    #: The last TS_DEDUP_DEPTH timestamps, a ring written at _ring_pos; -1 marks a free slot.
+    _recent_ts: array | None = field(default=None, init=False, repr=False)
+    _ring_pos: int = field(default=0, init=False, repr=False)
+    # The rest of the current run
+    perrs: int = 0
+    ssrc_changes: int = 0
     _min: int = field(default=0, init=False, repr=False)
-    _max: int = field(default=0, init=False, repr=False)
-    _count: int = field(default=0, init=False, repr=False)
     _dups: int = field(default=0, init=False, repr=False)
     _seen: bytearray | None = field(default=None, init=False, repr=False)
     #: Extended sequence numbers in (_lazy_from, _max] are received but not in _seen yet.
@@ -312,21 +333,19 @@ class RtpAnalyzer:
     _tot_sent: int = field(default=0, init=False, repr=False)
     _tot_rcvd: int = field(default=0, init=False, repr=False)
     _tot_dups: int = field(default=0, init=False, repr=False)
-    # jitter, RTP timestamp units
-    _prev_rtime_ts: int | None = field(default=None, init=False, repr=False)
-    _prev_ts: int = field(default=0, init=False, repr=False)
-    _j: float = field(default=0.0, init=False, repr=False)
-    jmax: float = 0.0
-    _jtotal: float = field(default=0.0, init=False, repr=False)
-    _jcount: int = field(default=0, init=False, repr=False)
     #: _jcount and jlast when the current SSRC began: _j is jlast once it was updated.
     _jcount_ssrc: int = field(default=0, init=False, repr=False)
     _jlast_before: float = field(default=0.0, init=False, repr=False)
-    _recent_ts: deque[int] | None = field(default=None, init=False, repr=False)
-    #: The largest entry of _recent_ts (-1 when empty, _TS_UNKNOWN before it exists):
-    #: a timestamp above it is certainly not a repeated one.
-    _ts_top: int = field(default=_TS_UNKNOWN, init=False, repr=False)
-    _last_arrival: float | None = field(default=None, init=False, repr=False)
+
+    @property
+    def nfed(self) -> int:
+        """Packets given to ``feed``, whatever they were."""
+        return self._max - self._fed_gap
+
+    @property
+    def _count(self) -> int:
+        """Unique packets in the current run."""
+        return self._max - self._gap
 
     @property
     def nsent(self) -> int:
@@ -370,7 +389,6 @@ class RtpAnalyzer:
         self._last_arrival = arrival_s
         self.last_seq = seq
         self._max = top
-        self._count += 1
         rate = _TS_RATES_FLOAT[b1 & _PT_MASK]
         if rate:
             if ts <= self._ts_top:
@@ -399,13 +417,16 @@ class RtpAnalyzer:
                         self.jmax = j
                     self._jtotal += j
                     self._jcount += 1
-            self._recent_ts.append(ts)  # type: ignore[union-attr]
+            pos = self._ring_pos
+            self._recent_ts[pos] = ts  # type: ignore[index]
+            self._ring_pos = _RING_NEXT[pos]
             self._ts_top = self._prev_ts = ts
             self._prev_rtime_ts = rtime_ts
         return _OK
 
     def _feed(self, data: bytes, arrival_s: float) -> RtpaUpdate:
         """The complete analysis of one packet."""
+        self._fed_gap -= 1
         last = self._last_arrival
         if last is not None and arrival_s - last > self.longest_ipi:
             self.longest_ipi = arrival_s - last
@@ -435,7 +456,8 @@ class RtpAnalyzer:
                 self._jcount_ssrc = self._jcount
                 self._j = 0.0
                 if self._recent_ts is not None:
-                    self._recent_ts.clear()
+                    self._recent_ts[:] = _RING_EMPTY
+                    self._ring_pos = 0
                     self._ts_top = -1
             if rate:
                 self._jitter(ts, arrival_s, rate, False)
@@ -461,6 +483,8 @@ class RtpAnalyzer:
             for skipped in range(self._max + 1, self._max + delta):
                 seen[(skipped & 0xFFFF) >> 3] &= ~(1 << (skipped & 7))
             self._max += delta
+            self._gap += delta
+            self._fed_gap += delta
             self._lazy_from = self._max
         elif seen[idx] & bit:
             self._dups += 1
@@ -468,7 +492,7 @@ class RtpAnalyzer:
         elif self._max + delta < self._min:
             self._min = self._max + delta
         seen[idx] |= bit
-        self._count += 1
+        self._gap -= 1
         return RtpaUpdate.OK
 
     def _materialize(self) -> bytearray:
@@ -487,8 +511,9 @@ class RtpAnalyzer:
             self._tot_sent += self._max - self._min + 1
             self._tot_rcvd += self._count
             self._tot_dups += self._dups
+        self._fed_gap += seq - self._max
         self._min = self._max = seq
-        self._count = 1
+        self._gap = seq - 1
         self._dups = 0
         # A fresh map holding just `seq`, written when first needed.
         self._seen = None
@@ -498,7 +523,7 @@ class RtpAnalyzer:
         rtime_ts = trunc(arrival_s * rate)
         recent = self._recent_ts
         if recent is None:
-            recent = self._recent_ts = deque(maxlen=TS_DEDUP_DEPTH)
+            recent = self._recent_ts = array("q", _RING_EMPTY)
             self._ts_top = -1
         elif ts in recent:
             # A repeated timestamp (duplicate, redundant or event packet) says
@@ -519,13 +544,13 @@ class RtpAnalyzer:
                 self._jtotal += self._j
                 self._jcount += 1
         top = self._ts_top
+        pos = self._ring_pos
+        evicted = recent[pos]
+        recent[pos] = ts
+        self._ring_pos = _RING_NEXT[pos]
         if ts > top:
-            recent.append(ts)
             self._ts_top = ts
-        else:
-            evicted = recent[0] if len(recent) == TS_DEDUP_DEPTH else None
-            recent.append(ts)
-            if evicted == top:
-                self._ts_top = max(recent)
+        elif evicted == top:
+            self._ts_top = max(recent)
         self._prev_rtime_ts = rtime_ts
         self._prev_ts = ts

@@ -41,6 +41,21 @@ class Stream:
     session: Session
     index: int
     is_rtp: bool
+    # What the relay reads for each packet, kept together at the start of the object.
+    # Fast path: a packet from `fast_src` needs no checks and goes out as
+    # `fwd(data, fwd_dst)`; `fast_src` is None unless `Session.refresh_fast` allows it.
+    fast_src: Address | None = None
+    # A second socket on the same local port, connected to the latched source (relay.py,
+    # epoll driver, `twin_dst` below): the kernel sorts that source's packets onto it,
+    # and `tfwd(data)` sends the other way through the peer's one.
+    twin: Any = None
+    tfwd: Any = None
+    analyzer: Any = None  # rtp.RtpAnalyzer for RTP streams
+    # The fast path of a stream without an analyzer (RTCP) counts its packets here; an
+    # analyzer counts those it is fed, so an RTP stream's fast path counts nothing more.
+    nfast_rtcp: int = 0
+    fwd: Any = None
+    fwd_dst: Address | None = None
     peer: Stream = None  # type: ignore[assignment]  # opposite stream of the same pipe
     laddr: ListenAddr | None = None
     sock: Any = None  # a bound non-blocking socket once the leg has ports
@@ -54,19 +69,8 @@ class Stream:
     on_hold: bool = False
     cmd_remote: Address | None = None  # the last address a command supplied
     cmd_changed_at: float = -1e9  # monotonic time a command last changed the address
-    # Fast path: a packet from `fast_src` needs no checks and goes out as
-    # `fwd(data, fwd_dst)`; `fast_src` is None unless `Session.refresh_fast` allows it.
-    fast_src: Address | None = None
-    fwd: Any = None
-    fwd_dst: Address | None = None
-    # A second socket on the same local port, connected to the latched source (relay.py,
-    # epoll driver): the kernel sorts that source's packets onto it, and `tfwd(data)`
-    # sends the other way through the peer's one.
-    twin: Any = None
     twin_dst: Address | None = None
-    tfwd: Any = None
     # Counters. The fast path only counts `nfast`; the totals are the properties below.
-    nfast: int = 0  # read, accepted and handed to the kernel by the fast path
     nfast_unsent: int = 0  # of those, refused by the kernel
     slow_rcvd: int = 0  # read on a complete session by the full path
     slow_in: int = 0  # accepted by the full path
@@ -77,7 +81,6 @@ class Stream:
     ttl_mark: int = 0  # npkts_in - nplayer_drop at the last sweep
     longest_ipi: float = 0.0
     # Attachments.
-    analyzer: Any = None  # rtp.RtpAnalyzer for RTP streams
     recorder: Any = None
     copier: Any = None  # remote copy (udp) or local copy recorder
     resizer: Any = None
@@ -90,6 +93,13 @@ class Stream:
     @property
     def has_ports(self) -> bool:
         return self.sock is not None
+
+    @property
+    def nfast(self) -> int:
+        """Packets read, accepted and handed to the kernel by the fast path."""
+        an = self.analyzer
+        # Every packet the full path accepts (slow_in) is fed to the analyzer too.
+        return self.nfast_rtcp if an is None else an.nfed - self.slow_in
 
     @property
     def nrcvd(self) -> int:
