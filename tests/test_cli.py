@@ -186,6 +186,25 @@ def test_too_many_wildcard_notify_targets():
     assert "too many wildcard" in error_of("-n", wild, "-n", wild, "-n", wild)
 
 
+def test_no_resolve_refuses_a_notify_host_name():
+    message = error_of("--no_resolve", "-n", "tcp:localhost:9999")
+    assert message.startswith(NOTIFY_ERR + "tcp:localhost:9999: ")
+    assert "invalid address" not in message  # the resolver's own reason
+    numeric = ("tcp:127.0.0.1:9999", "tcp:%%CC_SELF%%:9", "udp:somehost:1", "/tmp/n.sock")
+    flags = [a for text in numeric for a in ("-n", text)]
+    assert parse("--no_resolve", *flags).notify_targets == numeric
+    assert parse("-n", "tcp:localhost:9999").notify_targets == ("tcp:localhost:9999",)
+
+
+def test_no_resolve_never_asks_dns_for_a_notify_host(monkeypatch):
+    def no_dns(*args):
+        raise AssertionError("DNS asked")
+
+    monkeypatch.setattr(socket, "gethostbyname", no_dns)
+    monkeypatch.setattr(socket, "gethostbyname_ex", no_dns)
+    assert error_of("--no_resolve", "-n", "tcp:somehost.example:9999").startswith(NOTIFY_ERR)
+
+
 def test_unknown_option_and_extra_arguments():
     with pytest.raises(UsageError) as info:
         parse_args(["-x"])

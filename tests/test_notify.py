@@ -82,6 +82,21 @@ def test_invalid_targets_are_rejected(text):
         parse_target(text)
 
 
+def test_no_resolve_takes_only_a_numeric_tcp_host(monkeypatch):
+    def no_dns(*args):
+        raise AssertionError("DNS asked")
+
+    monkeypatch.setattr(socket, "gethostbyname", no_dns)
+    assert parse_target("tcp:127.0.0.1:9999", no_resolve=True).address == "127.0.0.1"
+    assert parse_target(WILDCARD, no_resolve=True).wildcard
+    assert parse_target("udp:somehost:1", no_resolve=True).family == socket.AF_UNIX
+    for host in ("localhost", "somehost.example", "::1"):
+        with pytest.raises(NotifyConfigError, match=host):
+            parse_target(f"tcp:{host}:9999", no_resolve=True)
+    with pytest.raises(NotifyConfigError):
+        Notifier(("tcp:localhost:9999",), no_resolve=True)
+
+
 def test_config_error_is_a_value_error():
     assert issubclass(NotifyConfigError, ValueError)
 

@@ -34,7 +34,7 @@ class App:
         self.handlers = load_handlers()
         self.counters = Counters()
         self.sessions = SessionTable()
-        self.notifier = Notifier(config.notify_targets, self.counters)
+        self.notifier = Notifier(config.notify_targets, self.counters, config.no_resolve)
         self.media = Media(config, self.counters, self.sessions, self.notifier)
         self.parse_ctx = ParseContext(bridged=config.bridged)
         self.sweeper = Sweeper(self.media)

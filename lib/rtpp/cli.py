@@ -86,6 +86,7 @@ from rtpp.config import (
     ListenAddr,
 )
 from rtpp.control.spec import SpecError, parse_spec
+from rtpp.netutil import ipv4_of
 
 USAGE = __doc__
 PROG = "rtpproxy"
@@ -312,7 +313,7 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         bridge=bridge,
         advertised=advertised,
         ctrl_socks=ctrl_socks,
-        notify_targets=_notify_targets(opts),
+        notify_targets=_notify_targets(opts, no_resolve=bool(opts["--no_resolve"])),
         port_min=port_min,
         port_max=port_max,
         seq_ports=bool(opts["-b"]),
@@ -502,14 +503,14 @@ def _nice(opts: dict) -> int | None:
     return value
 
 
-def _notify_targets(opts: dict) -> tuple[str, ...]:
+def _notify_targets(opts: dict, no_resolve: bool) -> tuple[str, ...]:
     targets = tuple(opts["-n"])
     wildcards = 0
     for text in targets:
         if len(text) < 1:
             raise UsageError("timeout notification socket name too short")
         if text.startswith("tcp:"):
-            wildcards += _check_tcp_target(text)
+            wildcards += _check_tcp_target(text, no_resolve)
     if wildcards > MAX_NOTIFY_WILDCARDS:
         raise UsageError("error adding timeout notification: too many wildcard targets")
     if len(targets) - wildcards > MAX_NOTIFY_TARGETS:
@@ -517,12 +518,20 @@ def _notify_targets(opts: dict) -> tuple[str, ...]:
     return targets
 
 
-def _check_tcp_target(text: str) -> int:
+def _check_tcp_target(text: str, no_resolve: bool) -> int:
     host, sep, port_text = text[4:].rpartition(":")
     port = decimal(port_text) if sep else None
     if not host or port is None or not 1 <= port <= 65535:
         raise UsageError(f"error adding timeout notification: {text}: invalid address")
-    return 1 if host == "%%CC_SELF%%" else 0
+    if host == "%%CC_SELF%%":
+        return 1
+    if no_resolve:  # a host name is refused with the other option errors
+        try:
+            ipv4_of(host, no_resolve=True)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise UsageError(f"error adding timeout notification: {text}: {reason}") from None
+    return 0
 
 
 def _existing_path(path: str) -> str:

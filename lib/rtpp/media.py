@@ -12,7 +12,7 @@ from rtpp.config import Config, ListenAddr
 from rtpp.fdbudget import FdBudget, nofile_limit
 from rtpp.notify import Notifier
 from rtpp.players import Players
-from rtpp.ports import PortAllocator, PortsExhausted, bind_pair
+from rtpp.ports import PortAllocator, PortsExhausted, SocketPair, bind_pair
 from rtpp.ratelimit import LogThrottle
 from rtpp.recording import Recording
 from rtpp.relay import MODE, RelayContext, StreamRelay, prepare_relay, sync_twins
@@ -78,21 +78,12 @@ class Media:
 
         Raises PortsExhausted, or OSError (EMFILE when the descriptor reserve is reached).
         """
-        if not self.fds.room_for(2):
-            self._refuse_for_fds()
-            raise OSError(errno.EMFILE, "descriptor reserve reached")
-        allocator = self.allocators[laddr.family]
         try:
-            pair = allocator.allocate(bind_pair(laddr.family, laddr.host, self.config.tos))
+            pair = self.allocate_pair(laddr.family, laddr.host)
         except PortsExhausted:
             self.counters.incr("nsess_refused_ports")
             log.error("can't allocate a port pair: range exhausted", extra=sess.log_ctx)
             raise
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                self._refuse_for_fds()
-            raise
-        self.fds.opened(2)
         self.release_leg(sess, index)
         rtp, rtcp = sess.leg(index)
         for st, sock in ((rtp, pair.rtp), (rtcp, pair.rtcp)):
@@ -102,6 +93,25 @@ class Media:
             st.laddr = laddr
             st.relay = StreamRelay(st, self.ctx)
         sess.refresh_fast()
+
+    def allocate_pair(self, family: int, host: str) -> SocketPair:
+        """Bind a port pair within the descriptor budget (a leg's, or a `C` copy's).
+
+        Raises PortsExhausted, or OSError (EMFILE when the descriptor reserve is reached).
+        The caller gives the port back to `allocators[family]` and reports each socket
+        closed to `fds`.
+        """
+        if not self.fds.room_for(2):
+            self._refuse_for_fds()
+            raise OSError(errno.EMFILE, "descriptor reserve reached")
+        try:
+            pair = self.allocators[family].allocate(bind_pair(family, host, self.config.tos))
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._refuse_for_fds()
+            raise
+        self.fds.opened(2)
+        return pair
 
     def _refuse_for_fds(self) -> None:
         self.counters.incr("nsess_refused_fds")

@@ -26,6 +26,16 @@ def numeric_host(host: str) -> str:
     return socket.inet_ntoa(socket.inet_aton(host))
 
 
+def ipv4_of(host: str, no_resolve: bool) -> str:
+    """The IPv4 address of `host` at start-up; with `no_resolve` (--no_resolve) only a
+    numeric address is taken and DNS is never asked. Raises OSError (gaierror)."""
+    if not no_resolve:
+        return socket.gethostbyname(host)
+    flags = socket.AI_NUMERICHOST
+    infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM, 0, flags)
+    return str(infos[0][4][0])
+
+
 def routed_source(host: str) -> str:
     """The local address the kernel would send from to reach `host`; raises OSError."""
     with socket.socket(family_of(host), socket.SOCK_DGRAM) as probe:

@@ -15,6 +15,7 @@ import gevent
 from gevent.queue import Full, Queue
 
 from rtpp.control.peer import Peer
+from rtpp.netutil import ipv4_of
 from rtpp.ratelimit import LogThrottle
 from rtpp.stats import Counters
 
@@ -43,7 +44,8 @@ class TargetSpec:
         return self.address is None
 
 
-def parse_target(text: str) -> TargetSpec:
+def parse_target(text: str, no_resolve: bool = False) -> TargetSpec:
+    """One `-n` value; with `no_resolve` a tcp: host must be a numeric IPv4 address."""
     if not text:
         raise NotifyConfigError("timeout notification socket name too short")
     if text.startswith("tcp:"):
@@ -53,7 +55,7 @@ def parse_target(text: str) -> TargetSpec:
         if host == CC_SELF:
             return TargetSpec(text, socket.AF_INET, None, int(port_text))
         try:
-            addr = socket.gethostbyname(host)
+            addr = ipv4_of(host, no_resolve)
         except OSError as exc:
             raise NotifyConfigError(f"error adding timeout notification: {host}: {exc}") from exc
         return TargetSpec(text, socket.AF_INET, addr, int(port_text))
@@ -163,8 +165,10 @@ class Target:
 
 
 class Notifier:
-    def __init__(self, specs: tuple[str, ...], counters: Counters | None = None) -> None:
-        self.specs = [parse_target(text) for text in specs]
+    def __init__(
+        self, specs: tuple[str, ...], counters: Counters | None = None, no_resolve: bool = False
+    ) -> None:
+        self.specs = [parse_target(text, no_resolve) for text in specs]
         self.counters = counters
         self.targets: dict[object, Target] = {}
 

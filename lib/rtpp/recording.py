@@ -36,12 +36,12 @@ log = logging.getLogger(__name__)
 class RemoteCopy:
     """Sends every packet of a stream, unchanged, from its own socket to a remote listener."""
 
-    def __init__(self, sock, dest: tuple) -> None:
+    def __init__(self, sock, dest: tuple, on_close: Callable[[], None] | None = None) -> None:
         self.sock = sock
         self.dest = dest
         self.nsent = 0
         self.nfailed = 0
-        self.on_close = None
+        self.on_close = on_close  # called once, when the socket is closed
 
     def write(self, data, src, dst, arrival_wall_s: float) -> None:
         try:

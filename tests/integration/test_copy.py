@@ -69,6 +69,16 @@ def test_remote_copy_receives_every_packet_of_the_direction(rtpproxy):
     assert rtp_l.recv_none(0.3)
 
 
+def test_no_resolve_refuses_a_copy_target_host_name_with_e65(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1", "--no_resolve")
+    call = kamailio_call(proxy)
+    rtp_l, _ = listener_pair()
+    assert proxy.cmd(f"C {call.call_id} udp:localhost:{rtp_l.port} ftag;1 ttag;1") == "E65"
+    assert proxy.cmd(f"C {call.call_id} udp:127.0.0.1:{rtp_l.port} ftag;1 ttag;1") == "0"
+    sent = caller_packets(call, 3)
+    assert [data for data, _ in drain(rtp_l)] == sent
+
+
 def test_cp_replies_with_the_copy_port_and_address(rtpproxy):
     proxy = rtpproxy("-l", "127.0.0.1", "-R")
     call = kamailio_call(proxy)

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from helpers import (
+    free_tcp_port,
     free_udp_port,
     next_port_range,
     pid_alive,
@@ -184,6 +185,23 @@ def test_stale_unix_socket_is_replaced_at_restart(rtpproxy):
     assert stat.S_ISSOCK(os.stat(path).st_mode)  # left behind by the killed daemon
     second = rtpproxy("-s", f"unix:{path}")
     assert second.cmd("V") == "20040107"
+
+
+@pytest.mark.parametrize("foreground", [True, False])
+def test_no_resolve_refuses_a_notify_host_name_at_start_up(rtpproxy, foreground):
+    target = f"tcp:localhost:{free_tcp_port()}"
+    proxy = rtpproxy("--no_resolve", "-n", target, foreground=foreground, wait=False)
+    assert proxy.proc.wait(timeout=20) == 1
+    lines = proxy.stderr_text().splitlines()
+    assert lines[0].startswith(f"rtpproxy: error adding timeout notification: {target}: ")
+    assert not os.path.exists(os.path.join(proxy.tmpdir, "pid"))
+
+
+def test_notify_host_name_is_resolved_without_no_resolve(rtpproxy):
+    proxy = rtpproxy("-n", f"tcp:localhost:{free_tcp_port()}")
+    assert proxy.cmd("V") == "20040107"
+    numeric = rtpproxy("--no_resolve", "-n", f"tcp:127.0.0.1:{free_tcp_port()}")
+    assert numeric.cmd("V") == "20040107"
 
 
 def test_regular_file_at_socket_path_is_not_removed():

@@ -423,6 +423,33 @@ def test_bad_notify_targets_never_delay_a_good_one_nor_commands_nor_shutdown(rtp
     assert_log_clean(proxy)
 
 
+def test_copy_sockets_take_from_the_descriptor_budget_and_give_back(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1", "-L", "48")
+    target = f"udp:127.0.0.1:{free_udp_port()}"
+    made = []
+    for i in range(30):
+        if not is_port(proxy.cmd(f"U fd{i} 127.0.0.1 4000 f")):
+            break
+        made.append(f"fd{i}")
+    assert made and len(made) < 30, "the descriptor limit was never reached"
+    refused = int(proxy.cmd("G nsess_refused_fds"))
+    assert proxy.cmd(f"C {made[0]} {target} f") == "E65"  # no descriptors for the copy
+    assert int(proxy.cmd("G nsess_refused_fds")) == refused + 1
+    assert proxy.cmd(f"D {made[-1]} f") == "0"
+    assert proxy.cmd(f"C {made[0]} {target} f") == "0"  # the pair the D gave back
+    assert proxy.cmd("U more 127.0.0.1 4000 f") == "E72"  # the copy holds it
+    assert proxy.cmd(f"N {made[0]} f") == "0"
+    assert is_port(proxy.cmd("U more 127.0.0.1 4000 f"))
+    assert proxy.cmd(f"C {made[1]} {target} f") == "E65"
+    assert proxy.cmd(f"D {made[1]} f") == "0"
+    assert proxy.cmd(f"C {made[0]} {target} f") == "0"
+    assert proxy.cmd(f"D {made[0]} f") == "0"  # gives back the leg's pair and the copy's
+    assert is_port(proxy.cmd("U more2 127.0.0.1 4000 f"))
+    assert is_port(proxy.cmd("U more3 127.0.0.1 4000 f"))
+    assert proxy.cmd("U more4 127.0.0.1 4000 f") == "E72"
+    assert timed_v(proxy) < 0.5
+
+
 def test_descriptor_limit_too_low_fails_sessions_with_an_error_then_recovers(rtpproxy):
     tmp = short_tmpdir()
     cunix, unix = os.path.join(tmp, "c.sock"), os.path.join(tmp, "u.sock")

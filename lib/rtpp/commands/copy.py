@@ -12,7 +12,7 @@ import socket
 from rtpp.commands.command import Copy, SubCopy
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.netutil import routed_source
-from rtpp.ports import PortsExhausted, bind_pair
+from rtpp.ports import PortsExhausted
 from rtpp.recording import RemoteCopy
 from rtpp.session import Session
 
@@ -25,8 +25,9 @@ _HOSTNAME = re.compile(
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
-def parse_udp_target(target: str) -> tuple[str, int] | None:
-    """`udp:<host>:<port>` -> (IPv4 address, port); None when malformed."""
+def parse_udp_target(target: str, no_resolve: bool = False) -> tuple[str, int] | None:
+    """`udp:<host>:<port>` -> (IPv4 address, port); None when malformed, or when the
+    host is a name and `no_resolve` (--no_resolve) forbids looking it up."""
     if not target.startswith("udp:"):
         return None
     host, sep, port_text = target[4:].rpartition(":")
@@ -39,8 +40,8 @@ def parse_udp_target(target: str) -> tuple[str, int] | None:
         return socket.inet_ntoa(socket.inet_aton(host)), port
     except OSError:
         pass
-    if not _HOSTNAME.fullmatch(host):
-        return None  # never hand junk to the resolver
+    if no_resolve or not _HOSTNAME.fullmatch(host):
+        return None  # no DNS with --no_resolve; never hand junk to the resolver
     try:
         addr = socket.gethostbyname(host)
     except (OSError, UnicodeError):
@@ -52,19 +53,30 @@ def start_remote_copy(sess: Session, leg: int, dest: tuple[str, int], app) -> tu
     media = app.media
     try:
         local = routed_source(dest[0])
-        allocator = media.allocators[socket.AF_INET]
-        pair = allocator.allocate(bind_pair(socket.AF_INET, local, app.config.tos))
+        pair = media.allocate_pair(socket.AF_INET, local)  # within the descriptor budget
     except (OSError, PortsExhausted) as exc:
         raise CommandError(ECode.CPYFAIL) from exc
+    fds, allocator = media.fds, media.allocators[socket.AF_INET]
+
+    def rtp_closed() -> None:
+        allocator.release(pair.port)
+        fds.closed(1)
+
+    def rtcp_closed() -> None:
+        fds.closed(1)
+
     rtp, rtcp = sess.leg(leg)
-    for st, sock, port in ((rtp, pair.rtp, dest[1]), (rtcp, pair.rtcp, dest[1] + 1)):
+    copies = (
+        (rtp, RemoteCopy(pair.rtp, dest, rtp_closed)),
+        (rtcp, RemoteCopy(pair.rtcp, (dest[0], dest[1] + 1), rtcp_closed)),
+    )
+    for st, copier in copies:
         if st.copier is not None:
             st.copier.release()
-        st.copier = RemoteCopy(sock, (dest[0], port))
+        st.copier = copier
     if app.config.no_rtcp_record:
         rtcp.copier.release()
         rtcp.copier = None
-    rtp.copier.on_close = lambda: allocator.release(pair.port)
     sess.refresh_fast()
     return pair.port, local
 
@@ -72,7 +84,7 @@ def start_remote_copy(sess: Session, leg: int, dest: tuple[str, int], app) -> tu
 def handle(cmd: Copy, app, peer) -> str:
     # Resolve first: the resolver yields to other greenlets, which may end the session.
     remote = cmd.target.startswith("udp:")
-    dest = parse_udp_target(cmd.target) if remote else None
+    dest = parse_udp_target(cmd.target, app.config.no_resolve) if remote else None
     found = app.sessions.find_exact(cmd.call_id, cmd.from_tag, cmd.to_tag)
     if found is None:
         raise CommandError(ECode.SESUNKN)
