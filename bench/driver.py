@@ -660,6 +660,9 @@ class Bench:
             "",
             "Versions: " + versions(),
             "",
+            "How the relay's per-packet path got here, and what was tried and dropped: "
+            "bench/EXPERIMENTS.md.",
+            "",
         ]
         return "\n".join(lines)
 
