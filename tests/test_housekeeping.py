@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from types import SimpleNamespace
 
+import gevent
 import pytest
+from gevent import socket as gsocket
 
 from helpers import next_port_range
+from rtpp import housekeeping
 from rtpp.app import App
 from rtpp.config import Config, ListenAddr
 from rtpp.control.peer import Peer
@@ -314,3 +318,86 @@ def test_overload_state_without_protection_refuses_nothing(app_factory):
     app.media.overloaded = True
     assert run(app, "U new 127.0.0.1 4000 f").split()[0].isdigit()
     assert run(app, "G nsess_refused_overload") == "0"
+
+
+# The sweep pass
+
+
+def test_a_sweep_hands_the_hub_back_between_chunks_of_sessions(app_factory, monkeypatch):
+    # A whole pass is several ms at a few thousand sessions: the relay must run in between.
+    app = app_factory()
+    for i in range(10):
+        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    order: list[str] = []
+    real_tick = housekeeping.tick
+    monkeypatch.setattr(housekeeping, "tick", lambda *a: order.append("tick") or real_tick(*a))
+    gevent.spawn(order.append, "relay")
+    app.sweeper.sweep(time.monotonic(), pause_every=4)
+    assert order.count("tick") == 10
+    assert order.index("relay") == 3  # after the first chunk, not after the pass
+
+
+def test_the_relay_reads_its_sockets_while_a_sweep_is_paused(app_factory, monkeypatch):
+    # Not just other greenlets: the hub polls for I/O during a pause.
+    app = app_factory()
+    for i in range(10):
+        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    rx = gsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    reader = gevent.spawn(rx.recv, 100)
+    gevent.sleep(0)  # the reader now waits on its socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"rtp", rx.getsockname())
+    seen: list[bool] = []
+    real_tick = housekeeping.tick
+    monkeypatch.setattr(
+        housekeeping, "tick", lambda *a: seen.append(reader.ready()) or real_tick(*a)
+    )
+    app.sweeper.sweep(time.monotonic(), pause_every=4)
+    rx.close()
+    assert seen == [False] * 3 + [True] * 7
+    assert reader.value == b"rtp"
+
+
+def test_a_sweep_without_pauses_does_not_yield(app_factory, monkeypatch):
+    app = app_factory()
+    for i in range(10):
+        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    order: list[str] = []
+    gevent.spawn(order.append, "relay")
+    app.sweeper.sweep(time.monotonic())
+    assert order == []
+
+
+def test_a_session_deleted_while_the_sweep_is_paused_is_skipped(app_factory, monkeypatch):
+    app = app_factory()
+    for i in range(6):
+        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    ticked: list[str] = []
+    real_tick = housekeeping.tick
+    monkeypatch.setattr(
+        housekeeping, "tick", lambda sess, ind: ticked.append(sess.call_id) or real_tick(sess, ind)
+    )
+    gevent.spawn(run, app, "D c5 f5")
+    app.sweeper.sweep(time.monotonic(), pause_every=2)
+    assert ticked == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_pps_in_counts_each_packet_once_including_those_of_ended_sessions(app_factory):
+    app = app_factory()
+    sweeper = app.sweeper
+    for i in range(3):
+        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    streams = [sess.rtcp.streams[0] for sess in app.media.sessions]  # no analyzer: plain count
+    now = sweeper.last_time = 100.0
+    for st in streams:
+        st.slow_rcvd += 50
+    sweeper.sweep(now + 1.0)
+    assert app.media.counters.values["pps_in"] == 150
+    for st in streams:
+        st.slow_rcvd += 20
+    run(app, "D c0 f0")  # its last 20 packets are folded, not lost
+    sweeper.sweep(now + 2.0)
+    assert app.media.counters.values["pps_in"] == 60
+    sweeper.sweep(now + 3.0)
+    assert app.media.counters.values["pps_in"] == 0

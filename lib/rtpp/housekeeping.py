@@ -3,6 +3,11 @@
 Packets do not touch timers: the sweeper sees activity as a change of each stream's
 accepted-packet count since its last pass (packets dropped for an active player do
 not count), which keeps the per-packet path free of timer work.
+
+A pass costs a few microseconds per session (about 5 ms at 1,600 sessions). The
+sweeper's own loop hands the hub back every SWEEP_CHUNK sessions, so the relay is
+never held up for a whole pass: one stall per second that long would show as the
+p99 latency of every call under load.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from rtpp.session import Session
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
+#: Sessions ticked between two returns to the hub, and how long each pause asks for:
+#: a timer (not sleep(0), which only runs other callbacks) so that the hub polls for
+#: I/O, and the relay forwards what arrived, before the pass goes on.
+SWEEP_CHUNK = 64
+SWEEP_PAUSE_S = 0.0001
 #: --overload_prot: refuse new sessions above this share of one core, accept again below
 #: the lower mark (the classic's thresholds).
 OVERLOAD_HIGH = 0.90
@@ -61,7 +71,6 @@ class Sweeper:
     def __init__(self, media) -> None:
         self.media = media
         self.greenlet: gevent.Greenlet | None = None
-        self.last_rcvd = 0
         self.last_time = 0.0
         self.last_cpu = time.process_time()
 
@@ -80,32 +89,39 @@ class Sweeper:
             deadline += SWEEP_INTERVAL_S
             gevent.sleep(max(0.0, deadline - time.monotonic()))
             try:
-                self.sweep(time.monotonic())
+                self.sweep(time.monotonic(), pause_every=SWEEP_CHUNK)
                 if DEBUG_DUMP:
                     debug_dump(DEBUG_DUMP, self.media)
             except Exception:
                 log.exception("sweep failed")
 
-    def sweep(self, now: float) -> None:
+    def sweep(self, now: float, pause_every: int = 0) -> None:
+        """Tick every session; with `pause_every`, yield to the hub after that many."""
         media = self.media
         independent = media.config.ttl_independent
-        for sess in list(media.sessions):
+        rcvd = 0
+        for n, sess in enumerate(list(media.sessions), 1):
+            if pause_every and n % pause_every == 0:
+                gevent.sleep(SWEEP_PAUSE_S)
+            if sess.deleted:  # while the sweeper was paused
+                continue
+            rcvd += sess.take_rcvd()
             if tick(sess, independent):
                 log.info("session timeout", extra=sess.log_ctx)
                 media.destroy(sess, "timeout")
-        self._update_rates(now)
+        rcvd += media.unswept_rcvd
+        media.unswept_rcvd = 0
+        self._update_rates(now, rcvd)
 
-    def _update_rates(self, now: float) -> None:
+    def _update_rates(self, now: float, rcvd: int) -> None:
+        """`rcvd`: packets read since the last call."""
         media = self.media
-        values = media.counters.values
-        rcvd = values["npkts_rcvd"] + media.live_sum("npkts_rcvd")
         cpu = time.process_time()
         elapsed = now - self.last_time
         if elapsed > 0:
-            values["pps_in"] = max(0, rcvd - self.last_rcvd) / elapsed
+            media.counters.values["pps_in"] = rcvd / elapsed
             media.load = (cpu - self.last_cpu) / elapsed
             update_overload(media, media.load)
-        self.last_rcvd = rcvd
         self.last_cpu = cpu
         self.last_time = now
 

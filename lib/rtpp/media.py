@@ -39,6 +39,7 @@ class Media:
         self.notifier = notifier
         self.draining = False
         self.load = 0.0  # share of one core used in the last second
+        self.unswept_rcvd = 0  # packets of sessions destroyed since the last sweep
         self.overloaded = False
         self.fds = FdBudget(nofile_limit())
         self.ctx = RelayContext(counters, config.strict_source, config.dup_small, self.fds)
@@ -206,6 +207,8 @@ class Media:
         values = self.counters.values
         values["nsess_destroyed"] += 1
         values["total_duration"] += time.monotonic() - sess.created
+        # The packets of its last moments, which the sweeper will not see.
+        self.unswept_rcvd += sess.take_rcvd()
         for st in sess.streams():
             values["npkts_rcvd"] += st.nrcvd
             values["npkts_relayed"] += st.nrelayed

@@ -140,6 +140,7 @@ class Session:
     seq: int = 0  # creation order within the table
     allow_fast: bool = True  # False when every packet needs the full path (-2)
     on_route: Any = None  # called after every refresh_fast (the relay's socket upkeep)
+    rcvd_mark: int = 0  # packets read (nrcvd of every stream) when the sweeper last looked
 
     def __post_init__(self) -> None:
         self.rtp = _make_pipe(self, True)
@@ -151,6 +152,18 @@ class Session:
 
     def streams(self) -> tuple[Stream, Stream, Stream, Stream]:
         return (*self.rtp.streams, *self.rtcp.streams)
+
+    @property
+    def nrcvd(self) -> int:
+        """Packets read on all four streams."""
+        return sum(st.nrcvd for st in self.streams())
+
+    def take_rcvd(self) -> int:
+        """Packets read since the last call (the sweeper's pps_in gauge)."""
+        total = self.nrcvd
+        delta = total - self.rcvd_mark
+        self.rcvd_mark = total
+        return delta
 
     @property
     def weak(self) -> bool:
