@@ -323,14 +323,24 @@ def test_overload_state_without_protection_refuses_nothing(app_factory):
 # The sweep pass
 
 
+def app_with_calls(app_factory, calls: int) -> App:
+    app = app_factory()
+    for i in range(calls):
+        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    return app
+
+
+def on_tick(monkeypatch, note) -> None:
+    """Call `note(session)` each time the sweeper ticks a session."""
+    real_tick = housekeeping.tick
+    monkeypatch.setattr(housekeeping, "tick", lambda sess, ind: note(sess) or real_tick(sess, ind))
+
+
 def test_a_sweep_hands_the_hub_back_between_chunks_of_sessions(app_factory, monkeypatch):
     # A whole pass is several ms at a few thousand sessions: the relay must run in between.
-    app = app_factory()
-    for i in range(10):
-        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    app = app_with_calls(app_factory, 10)
     order: list[str] = []
-    real_tick = housekeeping.tick
-    monkeypatch.setattr(housekeeping, "tick", lambda *a: order.append("tick") or real_tick(*a))
+    on_tick(monkeypatch, lambda sess: order.append("tick"))
     gevent.spawn(order.append, "relay")
     app.sweeper.sweep(time.monotonic(), pause_every=4)
     assert order.count("tick") == 10
@@ -339,9 +349,7 @@ def test_a_sweep_hands_the_hub_back_between_chunks_of_sessions(app_factory, monk
 
 def test_the_relay_reads_its_sockets_while_a_sweep_is_paused(app_factory, monkeypatch):
     # Not just other greenlets: the hub polls for I/O during a pause.
-    app = app_factory()
-    for i in range(10):
-        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    app = app_with_calls(app_factory, 10)
     rx = gsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     reader = gevent.spawn(rx.recv, 100)
@@ -349,20 +357,15 @@ def test_the_relay_reads_its_sockets_while_a_sweep_is_paused(app_factory, monkey
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         tx.sendto(b"rtp", rx.getsockname())
     seen: list[bool] = []
-    real_tick = housekeeping.tick
-    monkeypatch.setattr(
-        housekeeping, "tick", lambda *a: seen.append(reader.ready()) or real_tick(*a)
-    )
+    on_tick(monkeypatch, lambda sess: seen.append(reader.ready()))
     app.sweeper.sweep(time.monotonic(), pause_every=4)
     rx.close()
     assert seen == [False] * 3 + [True] * 7
     assert reader.value == b"rtp"
 
 
-def test_a_sweep_without_pauses_does_not_yield(app_factory, monkeypatch):
-    app = app_factory()
-    for i in range(10):
-        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+def test_a_sweep_without_pauses_does_not_yield(app_factory):
+    app = app_with_calls(app_factory, 10)
     order: list[str] = []
     gevent.spawn(order.append, "relay")
     app.sweeper.sweep(time.monotonic())
@@ -370,24 +373,17 @@ def test_a_sweep_without_pauses_does_not_yield(app_factory, monkeypatch):
 
 
 def test_a_session_deleted_while_the_sweep_is_paused_is_skipped(app_factory, monkeypatch):
-    app = app_factory()
-    for i in range(6):
-        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
+    app = app_with_calls(app_factory, 6)
     ticked: list[str] = []
-    real_tick = housekeeping.tick
-    monkeypatch.setattr(
-        housekeeping, "tick", lambda sess, ind: ticked.append(sess.call_id) or real_tick(sess, ind)
-    )
+    on_tick(monkeypatch, lambda sess: ticked.append(sess.call_id))
     gevent.spawn(run, app, "D c5 f5")
     app.sweeper.sweep(time.monotonic(), pause_every=2)
     assert ticked == ["c0", "c1", "c2", "c3", "c4"]
 
 
 def test_pps_in_counts_each_packet_once_including_those_of_ended_sessions(app_factory):
-    app = app_factory()
+    app = app_with_calls(app_factory, 3)
     sweeper = app.sweeper
-    for i in range(3):
-        run(app, f"U c{i} 127.0.0.1 4000 f{i}")
     streams = [sess.rtcp.streams[0] for sess in app.media.sessions]  # no analyzer: plain count
     now = sweeper.last_time = 100.0
     for st in streams:
