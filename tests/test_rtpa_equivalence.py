@@ -3,11 +3,13 @@
 Random packet streams - in-order runs, gaps, duplicates, reordering, SSRC changes,
 marker restarts, sequence and timestamp wraps, payload type changes, garbage - go to
 both; after every packet the return value and every counter and jitter value must be
-identical (floats included: the same operations in the same order).
+identical (floats included: the same operations in the same order). The same holds
+when packets are deferred (as the relay's fast path does) and analysed in batches.
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -48,6 +50,25 @@ def run_both(packets: list[tuple[bytes, float]], as_view: bool = True) -> None:
         assert got == want, f"packet {i}: {got!r} != {want!r}"
         assert snapshot(new) == snapshot(ref), f"packet {i}"
         assert new.nfed == i + 1, f"packet {i}"
+
+
+def run_deferred(packets: list[tuple[bytes, float]], batches: list[int]) -> None:
+    """Defer packets in batches of the given sizes (cycled) and compare after each batch.
+
+    The count of packets fed must be right at every step without analysing anything.
+    """
+    new, ref = RtpAnalyzer(), ReferenceRtpAnalyzer()
+    i = 0
+    for size in itertools.cycle(batches):
+        for data, now in packets[i : i + size]:
+            new.defer(data, now)
+            ref.feed(data, now)
+            i += 1
+            assert new.nfed == i, f"packet {i - 1}"
+        assert snapshot(new) == snapshot(ref), f"after packet {i - 1}"
+        assert not new.pending
+        if i >= len(packets):
+            break
 
 
 class Stream:
@@ -216,6 +237,17 @@ def streams(draw) -> list[tuple[bytes, float]]:
 @given(streams(), st.booleans())
 def test_same_results_as_the_reference(packets, as_view):
     run_both(packets, as_view)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.lists(st.integers(1, 50), min_size=1, max_size=5))
+def test_deferred_packets_give_the_same_results(packets, batches):
+    run_deferred(packets, batches)
+
+
+def test_a_deferred_ssrc_change_keeps_the_jitter_of_the_previous_source():
+    packets = in_order(100, 40) + in_order(5000, 3, ssrc=9, t0=11.0)
+    run_deferred(packets, [len(packets)])
 
 
 def in_order(start_seq: int, n: int, ssrc: int = 7, step: int = 160, t0: float = 10.0):

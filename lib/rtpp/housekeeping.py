@@ -1,4 +1,5 @@
-"""The 1 Hz sweeper: inactivity timers, session expiry, and the pps_in gauge.
+"""The 1 Hz sweeper: inactivity timers, session expiry, the pps_in gauge, and the load
+that sets the overload state and the relay's poll pacing.
 
 Packets do not touch timers: the sweeper sees activity as a change of each stream's
 accepted-packet count since its last pass (packets dropped for an active player do
@@ -20,6 +21,7 @@ import time
 import gevent
 from greenlet import greenlet
 
+from rtpp.relay import poll_pause
 from rtpp.session import Session
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class Sweeper:
             media.counters.values["pps_in"] = rcvd / elapsed
             media.load = (cpu - self.last_cpu) / elapsed
             update_overload(media, media.load)
+            media.ctx.poll_pause = poll_pause(media.load)
         self.last_cpu = cpu
         self.last_time = now
 

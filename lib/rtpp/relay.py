@@ -12,6 +12,15 @@ its socket to one shared epoll set that a single hub I/O watcher drains, so
 forwarding costs no greenlet switch. In "greenlet" mode the greenlet itself blocks
 on its socket's watcher and drains the socket. bench/RESULTS.md compares them.
 
+Poll pacing (epoll mode): while the process keeps its core busy, the dispatcher lets
+packets gather between two polls of the media sockets instead of waking up for every
+few of them. Each wake-up costs a context switch and an event-loop iteration (several
+microseconds on a virtual machine, as much as relaying a packet); under load a paced
+poll serves ten times as many packets. The pause grows with the share of a core the
+process used in the last second (`poll_pause`: 2 ms per core, at most 1 ms), so an idle
+relay answers every packet at once and a busy one adds at most 1 ms. The classic polls
+at most 200 times a second, always.
+
 Connected twins (epoll mode): once an RTP stream has latched, a second socket is
 bound to the same local address and port and connected to the latched source.
 Linux delivers a datagram to the connected socket that matches its source exactly,
@@ -38,6 +47,7 @@ from gevent.event import Event
 from gevent.monkey import get_original
 
 from rtpp.ports import RCVBUF_BYTES
+from rtpp.rtp import RECORD_BYTES
 from rtpp.session import Stream
 from rtpp.stats import Counters
 
@@ -52,10 +62,20 @@ UPDATE_WINDOW_S = 10.0
 RELATCH_SEQ_RANGE = 536
 SMALL_PACKET_BYTES = 128
 MODE = os.environ.get("RTPP_RELAY", "epoll")
+#: Poll pacing: seconds of pause per core of load, and the longest pause.
+POLL_PAUSE_PER_LOAD_S = 0.002
+POLL_PAUSE_MAX_S = 0.001
 
 _RTP_HEAD = struct.Struct("!BBHII")
-_buf = bytearray(RECV_BUF_BYTES)
-_view = memoryview(_buf)
+#: Packets are read at offset 8 of _mem, after the time of the poll that found them: the
+#: first 20 bytes are then a plain RTP packet's analyzer record (rtp.RECORD).
+_mem = bytearray(8 + RECV_BUF_BYTES)
+_view = memoryview(_mem)[8:]
+_buf = _view
+_rtpa_record = memoryview(_mem)[:RECORD_BYTES]
+_STAMP = struct.Struct("!d")
+#: A stream's deferred records are analysed once there are this many bytes of them.
+_PENDING_BYTES = 32 * RECORD_BYTES
 
 
 @dataclass(slots=True)
@@ -64,6 +84,13 @@ class RelayContext:
     strict_source: bool = False
     dup_small: bool = False
     fds: Any = None  # fdbudget.FdBudget of the media sockets, when there is one
+    #: The shortest time between the ends of two polls of the media sockets.
+    poll_pause: float = 0.0
+
+
+def poll_pause(load: float) -> float:
+    """The pause between polls for a process that used `load` of a core last second."""
+    return min(POLL_PAUSE_MAX_S, POLL_PAUSE_PER_LOAD_S * max(0.0, load))
 
 
 def _send(st: Stream, data, ctx: RelayContext) -> bool:
@@ -288,10 +315,16 @@ class EpollDispatcher:
     (up to MAX_ROUNDS times) before returning to the hub, so one hub iteration serves
     many packets under load; after a small one it is not, as that poll would mostly
     find nothing and cost a system call per wake-up.
+
+    A paced dispatcher (see the module's notes) polls again until a poll finds
+    nothing (up to MAX_PACED_ROUNDS times) before its pause: a socket is read once per
+    poll, and a stream sending faster than once per pause, or a burst, must not wait
+    one pause per packet.
     """
 
     MAX_EVENTS = 1024
     MAX_ROUNDS = 4
+    MAX_PACED_ROUNDS = 64
     #: A batch at least this large is followed by another poll.
     REPOLL_EVENTS = 32
 
@@ -303,6 +336,7 @@ class EpollDispatcher:
         # both lists always have the same length.
         self.streams: list[Stream | None] = []
         self.twins: list[Stream | None] = []
+        self.last_end = 0.0  # monotonic time the last paced poll returned
         self.watcher = gevent.get_hub().loop.io(self.epoll.fileno(), 1)
         self.watcher.start(self.dispatch)
 
@@ -338,9 +372,11 @@ class EpollDispatcher:
         twins = self.twins
         poll = self.epoll.poll
         ctx = self.ctx
-        buf, view = _buf, _view
+        buf, view, mem, record = _buf, _view, _mem, _rtpa_record
         now = time.monotonic()
-        for _ in range(self.MAX_ROUNDS):
+        _STAMP.pack_into(mem, 0, now)
+        pause = ctx.poll_pause
+        for _ in range(self.MAX_PACED_ROUNDS if pause else self.MAX_ROUNDS):
             events = poll(0, self.MAX_EVENTS)
             for fd, _ in events:
                 st = twins[fd]
@@ -358,44 +394,61 @@ class EpollDispatcher:
                     if st.fast_src is None:
                         _slow(st, n, st.twin_dst, now, ctx)
                         continue
-                    data = view[:n]
-                    an = st.analyzer
-                    if an is not None:
-                        an.feed(data, now)  # counts the packet too (Stream.nfast)
-                    else:
-                        st.nfast_rtcp += 1
+                else:
+                    st = streams[fd]
+                    if st is None:
+                        continue
+                    # relay_ready() inlined for its common case: this runs per packet.
                     try:
-                        if st.tfwd is not None:
-                            st.tfwd(data)
-                        else:
-                            st.fwd(data, st.fwd_dst)
+                        n, src = st.sock.recvfrom_into(buf)
                     except OSError:
-                        _unsent(st, ctx)
-                    continue
-                st = streams[fd]
-                if st is None:
-                    continue
-                # relay_ready() inlined for its common case: this runs per packet.
-                try:
-                    n, src = st.sock.recvfrom_into(buf)
-                except OSError:
-                    relay_ready(st, now, ctx)
-                    continue
-                if src != st.fast_src:
-                    _slow(st, n, src, now, ctx)
-                    continue
+                        relay_ready(st, now, ctx)
+                        continue
+                    if src != st.fast_src:
+                        _slow(st, n, src, now, ctx)
+                        continue
                 data = view[:n]
                 an = st.analyzer
-                if an is not None:
-                    an.feed(data, now)
-                else:
+                if an is None:
                     st.nfast_rtcp += 1
+                elif n >= 12 and mem[8] == 0x80:
+                    # Analysed later, in order (RtpAnalyzer.sync); counted now (Stream.nfast).
+                    pending = an.pending
+                    pending += record
+                    if len(pending) >= _PENDING_BYTES:
+                        an.sync()
+                else:
+                    an.feed(data, now)
                 try:
-                    st.fwd(data, st.fwd_dst)
+                    if st.tfwd is not None:
+                        st.tfwd(data)
+                    else:
+                        st.fwd(data, st.fwd_dst)
                 except OSError:
                     _unsent(st, ctx)
-            if len(events) < self.REPOLL_EVENTS:
+            if pause:
+                if not events:
+                    self._pace(pause)
+                    return
+            elif len(events) < self.REPOLL_EVENTS:
                 return
+
+    _sleep = staticmethod(get_original("time", "sleep"))
+
+    def _pace(self, pause: float) -> None:
+        """Return no sooner than `pause` after the previous paced poll returned.
+
+        This blocks the whole process, on purpose: a gevent timer would need the
+        dispatcher's watcher stopped and started (an epoll_ctl pair each time) and the
+        hub would still wake up for the sockets. Commands and timers wait as long as
+        packets do, at most POLL_PAUSE_MAX_S. After an idle spell it costs nothing.
+        """
+        end = time.monotonic()
+        rest = self.last_end + pause - end
+        if rest > 0:
+            self._sleep(rest)
+            end += rest
+        self.last_end = end
 
 
 _dispatchers: dict[int, EpollDispatcher] = {}

@@ -250,6 +250,9 @@ _TS_RATES_FLOAT = tuple(float(rate) for rate in TS_RATES)
 _unpack_header = HEADER.unpack_from
 _StructError = struct.error
 _OK = RtpaUpdate.OK
+#: A deferred packet (RtpAnalyzer.sync): its arrival time, then its fixed header.
+RECORD = struct.Struct("!dBBHII")
+RECORD_BYTES = RECORD.size
 #: An empty timestamp ring, and the slot after each slot.
 _RING_EMPTY = array("q", [-1] * TS_DEDUP_DEPTH)
 _RING_NEXT = tuple((i + 1) % TS_DEDUP_DEPTH for i in range(TS_DEDUP_DEPTH))
@@ -298,7 +301,7 @@ class RtpAnalyzer:
     """
 
     # Read or written for every in-order packet: kept together, first in the object.
-    last_ssrc: int | None = None
+    _last_ssrc: int | None = field(default=None, init=False, repr=False)
     _max: int = field(default=0, init=False, repr=False)
     #: _max minus the unique packets of the current run: in-order packets keep it.
     _gap: int = field(default=0, init=False, repr=False)
@@ -306,8 +309,8 @@ class RtpAnalyzer:
     _fed_gap: int = field(default=0, init=False, repr=False)
     _last_arrival: float | None = field(default=None, init=False, repr=False)
     #: Longest interval between two fed packets, seconds.
-    longest_ipi: float = 0.0
-    last_seq: int | None = None
+    _longest_ipi: float = field(default=0.0, init=False, repr=False)
+    _last_seq: int | None = field(default=None, init=False, repr=False)
     #: The largest entry of _recent_ts (-1 when empty, _TS_UNKNOWN before it exists):
     #: a timestamp above it is certainly not a repeated one.
     _ts_top: int = field(default=_TS_UNKNOWN, init=False, repr=False)
@@ -315,7 +318,7 @@ class RtpAnalyzer:
     _prev_rtime_ts: int | None = field(default=None, init=False, repr=False)
     _prev_ts: int = field(default=0, init=False, repr=False)
     _j: float = field(default=0.0, init=False, repr=False)
-    jmax: float = 0.0
+    _jmax: float = field(default=0.0, init=False, repr=False)
     _jtotal: float = field(default=0.0, init=False, repr=False)
     _jcount: int = field(default=0, init=False, repr=False)
     #: The last TS_DEDUP_DEPTH timestamps, a ring written at _ring_pos; -1 marks a free slot.
@@ -323,7 +326,7 @@ class RtpAnalyzer:
     _ring_pos: int = field(default=0, init=False, repr=False)
     # The rest of the current run
     perrs: int = 0
-    ssrc_changes: int = 0
+    _ssrc_changes: int = field(default=0, init=False, repr=False)
     _min: int = field(default=0, init=False, repr=False)
     _dups: int = field(default=0, init=False, repr=False)
     _seen: bytearray | None = field(default=None, init=False, repr=False)
@@ -336,11 +339,39 @@ class RtpAnalyzer:
     #: _jcount and jlast when the current SSRC began: _j is jlast once it was updated.
     _jcount_ssrc: int = field(default=0, init=False, repr=False)
     _jlast_before: float = field(default=0.0, init=False, repr=False)
+    #: Deferred packets (RECORD each), analysed by sync() before anything reads a result.
+    pending: bytearray = field(default_factory=bytearray, repr=False)
 
     @property
     def nfed(self) -> int:
-        """Packets given to ``feed``, whatever they were."""
-        return self._max - self._fed_gap
+        """Packets given to ``feed`` or deferred, whatever they were."""
+        return self._max - self._fed_gap + len(self.pending) // RECORD_BYTES
+
+    @property
+    def last_ssrc(self) -> int | None:
+        self.sync()
+        return self._last_ssrc
+
+    @property
+    def last_seq(self) -> int | None:
+        self.sync()
+        return self._last_seq
+
+    @property
+    def longest_ipi(self) -> float:
+        """Longest interval between two fed packets, seconds."""
+        self.sync()
+        return self._longest_ipi
+
+    @property
+    def ssrc_changes(self) -> int:
+        self.sync()
+        return self._ssrc_changes
+
+    @property
+    def jmax(self) -> float:
+        self.sync()
+        return self._jmax
 
     @property
     def _count(self) -> int:
@@ -349,15 +380,18 @@ class RtpAnalyzer:
 
     @property
     def nsent(self) -> int:
+        self.sync()
         current = self._max - self._min + 1 if self._count else 0
         return self._tot_sent + current
 
     @property
     def nrcvd(self) -> int:
+        self.sync()
         return self._tot_rcvd + self._count
 
     @property
     def ndups(self) -> int:
+        self.sync()
         return self._tot_dups + self._dups
 
     @property
@@ -366,28 +400,127 @@ class RtpAnalyzer:
 
     @property
     def jlast(self) -> float:
+        self.sync()
+        return self._jlast()
+
+    def _jlast(self) -> float:
         return self._j if self._jcount > self._jcount_ssrc else self._jlast_before
 
     @property
     def javg(self) -> float:
+        self.sync()
         return self._jtotal / self._jcount if self._jcount else 0.0
+
+    def defer(self, data: bytes, arrival_s: float) -> None:
+        """``feed``, later: what the relay's fast path does inline for a plain packet."""
+        if len(data) >= RTP_HEADER_LENGTH and data[0] == _PLAIN_V2:
+            self.pending += RECORD.pack(arrival_s, *HEADER.unpack_from(data))
+        else:
+            self.feed(data, arrival_s)
+
+    def sync(self) -> None:
+        """Analyse the deferred packets, in order (the results are those of ``feed``).
+
+        The usual packet (same SSRC, next sequence number, a known clock, a new
+        timestamp) is the in-order branch of ``feed`` on local variables; any other
+        goes through ``_feed`` with the state written back first.
+        """
+        p = self.pending
+        if not p:
+            return
+        (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts) = (
+            self._last_ssrc, self._max, self._last_seq, self._last_arrival,
+            self._longest_ipi, self._ts_top, self._prev_ts, self._prev_rtime_ts,
+        )  # fmt: skip
+        j, jmax, jtotal, jcount, ring, pos = (
+            self._j, self._jmax, self._jtotal, self._jcount, self._recent_ts, self._ring_pos
+        )  # fmt: skip
+        off = 0
+        for arrival, _b0, b1, seq, ts, ssrc in RECORD.iter_unpack(p):
+            off += RECORD_BYTES
+            rate = _TS_RATES_FLOAT[b1 & _PT_MASK]
+            if ssrc != ssrc0 or seq != (mx + 1) & 0xFFFF or not rate or ts <= ts_top:
+                self._store(mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts)
+                self._store_jitter(j, jmax, jtotal, jcount, pos)
+                self._feed_now(bytes(p[off - RTP_HEADER_LENGTH : off]), arrival)
+                (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts) = (
+                    self._last_ssrc, self._max, self._last_seq, self._last_arrival,
+                    self._longest_ipi, self._ts_top, self._prev_ts, self._prev_rtime_ts,
+                )  # fmt: skip
+                j, jmax, jtotal, jcount, ring, pos = (
+                    self._j, self._jmax, self._jtotal, self._jcount, self._recent_ts,
+                    self._ring_pos,
+                )  # fmt: skip
+                continue
+            # feed()'s in-order branch, step by step.
+            ipi = arrival - last_arrival
+            if ipi > longest:
+                longest = ipi
+            last_arrival = arrival
+            last_seq = seq
+            mx += 1
+            rtime_ts = trunc(arrival * rate)
+            if prev_rtime_ts is not None:
+                drt = rtime_ts - prev_rtime_ts
+                adrt = drt if drt >= 0 else -drt
+                dts = ts - prev_ts
+                if dts < 0x80000000:
+                    ok = dts <= adrt << 10 or drt == 0
+                else:
+                    dts -= 0x100000000
+                    ok = -dts <= 50 * adrt or drt == 0
+                if ok:
+                    d = drt - dts
+                    j -= (j - (d if d >= 0 else -d)) / 16.0
+                    if j > jmax:
+                        jmax = j
+                    jtotal += j
+                    jcount += 1
+            ring[pos] = ts  # type: ignore[index]
+            pos = _RING_NEXT[pos]
+            ts_top = prev_ts = ts
+            prev_rtime_ts = rtime_ts
+        self._store(mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts)
+        self._store_jitter(j, jmax, jtotal, jcount, pos)
+        del p[:]
+
+    def _store(self, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts) -> None:
+        self._max = mx
+        self._last_seq = last_seq
+        self._last_arrival = last_arrival
+        self._longest_ipi = longest
+        self._ts_top = ts_top
+        self._prev_ts = prev_ts
+        self._prev_rtime_ts = prev_rtime_ts
+
+    def _store_jitter(self, j, jmax, jtotal, jcount, pos) -> None:
+        self._j = j
+        self._jmax = jmax
+        self._jtotal = jtotal
+        self._jcount = jcount
+        self._ring_pos = pos
 
     def feed(self, data: bytes, arrival_s: float) -> RtpaUpdate:
         """Account one received packet; ``arrival_s`` is a monotonic time in seconds."""
+        if self.pending:
+            self.sync()
+        return self._feed_now(data, arrival_s)
+
+    def _feed_now(self, data: bytes, arrival_s: float) -> RtpaUpdate:
         try:
             b0, b1, seq, ts, ssrc = _unpack_header(data)
         except _StructError:
             return self._feed(data, arrival_s)
         top = self._max + 1
-        if ssrc != self.last_ssrc or b0 != _PLAIN_V2 or seq != top & 0xFFFF:
+        if ssrc != self._last_ssrc or b0 != _PLAIN_V2 or seq != top & 0xFFFF:
             return self._feed(data, arrival_s)
         # The next packet of the current run: _feed() step by step, minus every
         # branch that cannot be taken.
         ipi = arrival_s - self._last_arrival  # type: ignore[operator]
-        if ipi > self.longest_ipi:
-            self.longest_ipi = ipi
+        if ipi > self._longest_ipi:
+            self._longest_ipi = ipi
         self._last_arrival = arrival_s
-        self.last_seq = seq
+        self._last_seq = seq
         self._max = top
         rate = _TS_RATES_FLOAT[b1 & _PT_MASK]
         if rate:
@@ -413,8 +546,8 @@ class RtpAnalyzer:
                     # Float subtraction is antisymmetric: j + (|d| - j) / 16 exactly.
                     j -= (j - (d if d >= 0 else -d)) / 16.0
                     self._j = j
-                    if j > self.jmax:
-                        self.jmax = j
+                    if j > self._jmax:
+                        self._jmax = j
                     self._jtotal += j
                     self._jcount += 1
             pos = self._ring_pos
@@ -428,8 +561,8 @@ class RtpAnalyzer:
         """The complete analysis of one packet."""
         self._fed_gap -= 1
         last = self._last_arrival
-        if last is not None and arrival_s - last > self.longest_ipi:
-            self.longest_ipi = arrival_s - last
+        if last is not None and arrival_s - last > self._longest_ipi:
+            self._longest_ipi = arrival_s - last
         self._last_arrival = arrival_s
 
         if len(data) < RTP_HEADER_LENGTH:
@@ -443,16 +576,16 @@ class RtpAnalyzer:
                 self.perrs += 1
                 return RtpaUpdate.ERROR
         rate = TS_RATES[b1 & _PT_MASK]
-        self.last_seq = seq
+        self._last_seq = seq
 
-        if ssrc != self.last_ssrc:
-            changed = self.last_ssrc is not None
-            self.last_ssrc = ssrc
+        if ssrc != self._last_ssrc:
+            changed = self._last_ssrc is not None
+            self._last_ssrc = ssrc
             self._restart(seq)
             if changed:
-                self.ssrc_changes += 1
+                self._ssrc_changes += 1
                 self._prev_rtime_ts = None
-                self._jlast_before = self.jlast
+                self._jlast_before = self._jlast()
                 self._jcount_ssrc = self._jcount
                 self._j = 0.0
                 if self._recent_ts is not None:
@@ -539,8 +672,8 @@ class RtpAnalyzer:
             # Timestamp resets and jumps are not jitter.
             if drt == 0 or not (-dts > 50 * abs(drt) or dts > 1024 * abs(drt)):
                 self._j += (abs(drt - dts) - self._j) / 16.0
-                if self._j > self.jmax:
-                    self.jmax = self._j
+                if self._j > self._jmax:
+                    self._jmax = self._j
                 self._jtotal += self._j
                 self._jcount += 1
         top = self._ts_top
