@@ -74,8 +74,6 @@ _view = memoryview(_mem)[8:]
 _buf = _view
 _rtpa_record = memoryview(_mem)[:RECORD_BYTES]
 _STAMP = struct.Struct("!d")
-#: A stream's deferred records are analysed once there are this many bytes of them.
-_PENDING_BYTES = 32 * RECORD_BYTES
 
 
 @dataclass(slots=True)
@@ -415,7 +413,7 @@ class EpollDispatcher:
                     # Analysed later, in order (RtpAnalyzer.sync); counted now (Stream.nfast).
                     pending = an.pending
                     pending += record
-                    if len(pending) >= _PENDING_BYTES:
+                    if len(pending) >= an.sync_at:
                         an.sync()
                 else:
                     an.feed(data, now)

@@ -19,6 +19,7 @@ taken. Payload types without a known static clock produce no jitter.
 
 from __future__ import annotations
 
+import random
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -253,6 +254,12 @@ _OK = RtpaUpdate.OK
 #: A deferred packet (RtpAnalyzer.sync): its arrival time, then its fixed header.
 RECORD = struct.Struct("!dBBHII")
 RECORD_BYTES = RECORD.size
+
+
+def _sync_at() -> int:
+    return RECORD_BYTES * random.randint(16, 48)
+
+
 #: An empty timestamp ring, and the slot after each slot.
 _RING_EMPTY = array("q", [-1] * TS_DEDUP_DEPTH)
 _RING_NEXT = tuple((i + 1) % TS_DEDUP_DEPTH for i in range(TS_DEDUP_DEPTH))
@@ -341,6 +348,9 @@ class RtpAnalyzer:
     _jlast_before: float = field(default=0.0, init=False, repr=False)
     #: Deferred packets (RECORD each), analysed by sync() before anything reads a result.
     pending: bytearray = field(default_factory=bytearray, repr=False)
+    #: The relay syncs once `pending` holds this many bytes. It differs from stream to
+    #: stream, so that streams that started together do not all sync in the same poll.
+    sync_at: int = field(default_factory=_sync_at, repr=False)
 
     @property
     def nfed(self) -> int:
