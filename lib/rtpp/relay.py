@@ -16,7 +16,7 @@ Poll pacing (epoll mode): while the process keeps its core busy, the dispatcher 
 packets gather between two polls of the media sockets instead of waking up for every
 few of them. Each wake-up costs a context switch and an event-loop iteration (several
 microseconds on a virtual machine, as much as relaying a packet); under load a paced
-poll serves ten times as many packets. The pause grows with the share of a core the
+poll serves several times as many packets. The pause grows with the share of a core the
 process used in the last second (`poll_pause`: 2 ms per core, at most 1 ms), so an idle
 relay answers every packet at once and a busy one adds at most 1 ms. The classic polls
 at most 200 times a second, always.

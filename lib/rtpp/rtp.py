@@ -305,6 +305,10 @@ class RtpAnalyzer:
     since ``_lazy_from`` are set in bulk when the map is next needed), and the
     repeated-timestamp check is a comparison with the largest recent timestamp
     (``_ts_top``).
+
+    The relay defers plain packets instead (``pending``, see ``defer``) and ``sync``
+    analyses them in batches; every result syncs before it is read, and ``nfed``
+    counts the deferred packets without analysing them.
     """
 
     # Read or written for every in-order packet: kept together, first in the object.
@@ -433,7 +437,7 @@ class RtpAnalyzer:
 
         The usual packet (same SSRC, next sequence number, a known clock, a new
         timestamp) is the in-order branch of ``feed`` on local variables; any other
-        goes through ``_feed`` with the state written back first.
+        is analysed on its own (``_feed_now``) with the state written back first.
         """
         p = self.pending
         if not p:
