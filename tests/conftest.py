@@ -1,12 +1,16 @@
-"""Shared fixtures: the `rtpproxy` daemon factory (see tests/helpers.py)."""
+"""Shared fixtures: the `rtpproxy` daemon factory (see tests/helpers.py) and the
+in-process `app_factory`."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from helpers import Proxy, start_proxy
+from helpers import Proxy, next_port_range, start_proxy
+from rtpp.app import App
+from rtpp.config import Config, ListenAddr
 
 
 @pytest.fixture
@@ -35,3 +39,25 @@ def rtpproxy() -> Iterator[Callable[..., Proxy]]:
     yield start
     for proxy in started:
         proxy.cleanup()
+
+
+@pytest.fixture
+def app_factory() -> Iterator[Callable[..., App]]:
+    """Factory: an in-process `App` on 127.0.0.1 with its own port range; closed at teardown."""
+    apps: list[App] = []
+
+    def make(**options) -> App:
+        low, high = next_port_range()
+        config = Config(
+            listen=(ListenAddr(socket.AF_INET, "127.0.0.1"),),
+            port_min=low,
+            port_max=high - 1,
+            **options,
+        )
+        app = App(config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()

@@ -11,10 +11,8 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from helpers import next_port_range
 from rtpp import housekeeping
 from rtpp.app import App
-from rtpp.config import Config, ListenAddr
 from rtpp.control.peer import Peer
 from rtpp.housekeeping import (
     OVERLOAD_HIGH,
@@ -267,27 +265,6 @@ def test_entering_and_leaving_overload_is_logged_once_each(caplog, prot):
         "no longer overloaded: 50% of a core in the last second, accepting new sessions",
     ]
     assert all(r.levelno == logging.WARNING for r in caplog.records if "overloaded" in r.msg)
-
-
-@pytest.fixture
-def app_factory():
-    apps: list[App] = []
-
-    def make(**options) -> App:
-        low, high = next_port_range()
-        config = Config(
-            listen=(ListenAddr(socket.AF_INET, "127.0.0.1"),),
-            port_min=low,
-            port_max=high - 1,
-            **options,
-        )
-        app = App(config)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.close()
 
 
 PEER = Peer("udp", ("127.0.0.1", 5060))

@@ -12,10 +12,8 @@ import time
 import gevent
 import pytest
 
-from helpers import next_port_range
 from rtpp import relay
 from rtpp.app import App
-from rtpp.config import Config, ListenAddr
 from rtpp.control.peer import Peer
 from rtpp.relay import POLL_PAUSE_MAX_S, poll_pause
 
@@ -32,16 +30,8 @@ def test_the_pause_grows_with_the_load_up_to_a_millisecond(load, pause):
 
 
 @pytest.fixture
-def app():
-    low, high = next_port_range()
-    config = Config(
-        listen=(ListenAddr(socket.AF_INET, "127.0.0.1"),),
-        port_min=low,
-        port_max=high - 1,
-    )
-    app = App(config)
-    yield app
-    app.close()
+def app(app_factory) -> App:
+    return app_factory()
 
 
 def test_the_sweeper_sets_the_pause_from_the_last_seconds_load(app):
