@@ -442,29 +442,20 @@ class RtpAnalyzer:
         p = self.pending
         if not p:
             return
-        (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts) = (
-            self._last_ssrc, self._max, self._last_seq, self._last_arrival,
-            self._longest_ipi, self._ts_top, self._prev_ts, self._prev_rtime_ts,
-        )  # fmt: skip
-        j, jmax, jtotal, jcount, ring, pos = (
-            self._j, self._jmax, self._jtotal, self._jcount, self._recent_ts, self._ring_pos
-        )  # fmt: skip
+        (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
+         j, jmax, jtotal, jcount, ring, pos) = self._hot()  # fmt: skip
         off = 0
         for arrival, _b0, b1, seq, ts, ssrc in RECORD.iter_unpack(p):
             off += RECORD_BYTES
             rate = _TS_RATES_FLOAT[b1 & _PT_MASK]
             if ssrc != ssrc0 or seq != (mx + 1) & 0xFFFF or not rate or ts <= ts_top:
-                self._store(mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts)
-                self._store_jitter(j, jmax, jtotal, jcount, pos)
+                self._set_hot(
+                    mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
+                    j, jmax, jtotal, jcount, pos,
+                )  # fmt: skip
                 self._feed_now(bytes(p[off - RTP_HEADER_LENGTH : off]), arrival)
-                (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts) = (
-                    self._last_ssrc, self._max, self._last_seq, self._last_arrival,
-                    self._longest_ipi, self._ts_top, self._prev_ts, self._prev_rtime_ts,
-                )  # fmt: skip
-                j, jmax, jtotal, jcount, ring, pos = (
-                    self._j, self._jmax, self._jtotal, self._jcount, self._recent_ts,
-                    self._ring_pos,
-                )  # fmt: skip
+                (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
+                 j, jmax, jtotal, jcount, ring, pos) = self._hot()  # fmt: skip
                 continue
             # feed()'s in-order branch, step by step.
             ipi = arrival - last_arrival
@@ -494,11 +485,25 @@ class RtpAnalyzer:
             pos = _RING_NEXT[pos]
             ts_top = prev_ts = ts
             prev_rtime_ts = rtime_ts
-        self._store(mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts)
-        self._store_jitter(j, jmax, jtotal, jcount, pos)
+        self._set_hot(
+            mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
+            j, jmax, jtotal, jcount, pos,
+        )  # fmt: skip
         del p[:]
 
-    def _store(self, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts) -> None:
+    def _hot(self) -> tuple:
+        """The state sync() works on in local variables."""
+        return (
+            self._last_ssrc, self._max, self._last_seq, self._last_arrival,
+            self._longest_ipi, self._ts_top, self._prev_ts, self._prev_rtime_ts,
+            self._j, self._jmax, self._jtotal, self._jcount, self._recent_ts, self._ring_pos,
+        )  # fmt: skip
+
+    def _set_hot(
+        self, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
+        j, jmax, jtotal, jcount, pos,
+    ) -> None:  # fmt: skip
+        """Write back what sync() changed (the SSRC and the ring object it does not)."""
         self._max = mx
         self._last_seq = last_seq
         self._last_arrival = last_arrival
@@ -506,8 +511,6 @@ class RtpAnalyzer:
         self._ts_top = ts_top
         self._prev_ts = prev_ts
         self._prev_rtime_ts = prev_rtime_ts
-
-    def _store_jitter(self, j, jmax, jtotal, jcount, pos) -> None:
         self._j = j
         self._jmax = jmax
         self._jtotal = jtotal
