@@ -16,18 +16,22 @@ from rtpp import cli, daemon, logsetup, sdnotify
 from rtpp.config import Config
 from rtpp.control.server import BindError, ControlServer, make_listeners
 from rtpp.control.spec import parse_spec
+
+# The handoff code runs when the executable on disk may already be a newer one: a
+# one-file build could no longer import it then, so it is imported now.
+from rtpp.handoff import carrier, receiver, sender
+from rtpp.handoff.successor import Executable, service_pid
 from rtpp.notify import NotifyConfigError
 
 log = logging.getLogger(__name__)
 
 PROG = "rtpproxy"
 TOOLS = {"makeann": "rtpp.tools.makeann", "extractaudio": "rtpp.tools.extractaudio"}
-#: signals that stop the daemon at once (OPERATIONS.md 2.6)
+#: signals that stop the daemon at once (OPERATIONS.md 2.6); SIGUSR2 hands over instead
 STOP_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,
     signal.SIGUSR1,
-    signal.SIGUSR2,
     signal.SIGXCPU,
     signal.SIGXFSZ,
     signal.SIGVTALRM,
@@ -45,7 +49,7 @@ def entry(argv: list[str]) -> int:
             return run_tool(tool, args)
     if args and args[0] in TOOLS:
         return run_tool(args[0], args[1:])
-    return run_daemon(args)
+    return run_daemon(args, Executable.of_this_process(list(argv)))
 
 
 def run_tool(tool: str, args: list[str]) -> int:
@@ -58,7 +62,7 @@ def _print_error(message: str) -> None:
     sys.stderr.flush()
 
 
-def run_daemon(args: list[str]) -> int:
+def run_daemon(args: list[str], executable: Executable | None = None) -> int:
     try:
         config = cli.parse_args(args)
     except cli.EarlyExit as info:
@@ -75,14 +79,16 @@ def run_daemon(args: list[str]) -> int:
         if exc.show_usage:
             sys.stderr.write(cli.usage_text())
         return 1
-    return Daemon(config).run()
+    return Daemon(config, executable).run()
 
 
 class Daemon:
     """Start-up (OPERATIONS.md 2.1), the main greenlet's signal loop and shutdown."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, executable: Executable | None = None) -> None:
         self.config = config
+        self.executable = executable
+        self._handoff: gevent.Greenlet | None = None
         self.server: ControlServer | None = None
         self.app = None
         self.pidfile = daemon.Pidfile(config.pidfile)
@@ -96,6 +102,9 @@ class Daemon:
     # -------------------------------------------------------------- start-up
 
     def run(self) -> int:
+        channel = receiver.inherited_channel()
+        if channel is not None:
+            return self._take_over(receiver.Takeover(channel))
         try:
             app_class = _import_app()
             self._bind()
@@ -124,10 +133,8 @@ class Daemon:
             return 1
         return self._main_loop()
 
-    def _bind(self) -> None:
+    def _listeners(self) -> ControlServer:
         cfg = self.config
-        if cfg.nofile_limit is not None:
-            daemon.set_nofile_limit(cfg.nofile_limit)
         owner = None
         if cfg.run_uid is not None or cfg.run_gid is not None or cfg.sock_mode:
             owner = (cfg.run_uid, cfg.run_gid, cfg.sock_mode)
@@ -135,7 +142,13 @@ class Daemon:
         listeners = make_listeners(
             specs, no_resolve=cfg.no_resolve, owner=owner, on_eof=self.request_drain
         )
-        self.server = ControlServer(listeners)
+        return ControlServer(listeners)
+
+    def _bind(self) -> None:
+        cfg = self.config
+        if cfg.nofile_limit is not None:
+            daemon.set_nofile_limit(cfg.nofile_limit)
+        self.server = self._listeners()
         try:
             self.server.bind()
         except BindError:
@@ -167,8 +180,82 @@ class Daemon:
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        for signum in (*STOP_SIGNALS, signal.SIGHUP):
+        for signum in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR2):
             gevent.signal_handler(signum, self._record, signum)
+
+    # -------------------------------------------------------------- live handoff
+
+    def _take_over(self, takeover: receiver.Takeover) -> int:
+        """Start-up of a live handoff's successor: everything comes from the old process.
+
+        Nothing is bound, no daemonizing; the sockets, sessions and files are the old
+        process's until GO, so every failure before it only tells the old one why.
+        """
+        cfg = self.config
+        sections, fds = takeover.hello()
+        self.server = self._listeners()
+        takeover.restore(lambda: carrier.restore_control(self.server, sections["control"], fds))
+        logsetup.setup_logging(cfg, foreground=cfg.foreground)
+        players: list = []
+
+        def build() -> None:
+            nonlocal players
+            if cfg.nofile_limit is not None:
+                daemon.set_nofile_limit(cfg.nofile_limit)
+            if cfg.nice is not None:
+                daemon.set_nice(cfg.nice)
+            self.app = _import_app()(cfg)
+            carrier.restore_app(self.app, sections["app"])
+            carrier.restore_pidfile(self.pidfile, sections["pidfile"], fds)
+            players = carrier.media_state.restore(self.app, sections["media"], fds)
+            if cfg.run_uid is not None or cfg.run_gid is not None:
+                daemon.drop_privileges(cfg.run_uid, cfg.run_gid, cfg.run_user)
+            left = fds.untaken()
+            if left:
+                raise ValueError(f"{len(left)} handed-over descriptors were not taken over")
+
+        takeover.restore(build)
+        takeover.ready()
+        # GO: from here on this process is the daemon.
+        carrier.media_state.activate(self.app, players)
+        daemon.enable_core_dumps()
+        self.app.start()
+        self.server.start(self.app)
+        self._install_signals()
+        self.pidfile.rewrite()
+        sdnotify.notify(f"MAINPID={service_pid()}\nREADY=1")
+        log.info("rtpproxy took over from the previous process, pid %d", os.getpid())
+        return self._main_loop()
+
+    def _start_handoff(self) -> None:
+        if self._handoff is not None:
+            log.warning("got SIGUSR2 while a live handoff is under way: ignored")
+            return
+        if self.executable is None:
+            log.error("live handoff refused: the executable is unknown; this process serves on")
+            return
+        log.info("got SIGUSR2, handing over to a new process of %s", self.executable.program)
+        self._handoff = gevent.spawn(self._run_handoff)
+
+    def _run_handoff(self) -> None:
+        try:
+            pid = sender.hand_over(carrier.DaemonCarrier(self), self.executable)
+        except Exception:
+            log.exception("live handoff failed; this process serves on")
+            pid = None
+        finally:
+            self._handoff = None
+        if pid is not None:
+            self._leave_to_successor()
+
+    def _leave_to_successor(self) -> None:
+        """The successor serves: exit without closing, removing or flushing what it took."""
+        carrier.DaemonCarrier(self).release()
+        log.info("rtpproxy ended (handed over)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     # -------------------------------------------------------------- main loop
 
@@ -189,6 +276,8 @@ class Daemon:
             if self._draining and not self._stopping and self._sessions() == 0:
                 log.info("deorbiting-burn sequence completed, exiting")
                 self._stopping = True
+        if self._handoff is not None:
+            self._handoff.kill(block=True)  # ends the successor; we stop the normal way
         self.shutdown()
         return 0
 
@@ -196,6 +285,8 @@ class Daemon:
         if event == signal.SIGHUP:
             log.info("got SIGHUP, initiating deorbiting-burn sequence")
             self._drain()
+        elif event == signal.SIGUSR2:
+            self._start_handoff()
         elif event == EOF_EVENT:
             log.info("EOF on the control channel, initiating deorbiting-burn sequence")
             self._drain()

@@ -1,0 +1,481 @@
+"""The media plane in a live handoff: sessions and their sockets, latching state, TTLs,
+counters, RTP analysis, recordings, copies, players, resizers and notifications.
+
+Media sockets (and connected twins) are passed, not reopened, so what arrives during
+the handoff waits in the kernel. Recordings continue into the same open files (the
+old process writes out its buffers first). Players continue their schedule: times
+are CLOCK_MONOTONIC, which every process of one boot shares.
+
+The old process: `refusal`, `quiesce` (stop reading, flush), `snapshot`, `resume`.
+The new one: `restore` (nothing runs yet), then `activate` after GO.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from rtpp.commands.copy import StreamMirror
+from rtpp.config import ListenAddr
+from rtpp.handoff.protocol import IDLE_TIMEOUT_S, HandoffFailed
+from rtpp.handoff.state import (
+    FdSource,
+    FdTable,
+    decode,
+    dump_fields,
+    encode,
+    load_fields,
+    slot_names,
+)
+from rtpp.notify import Target
+from rtpp.player import PromptSchedule
+from rtpp.record import IP_ID, Recorder, RecordFormat, make_writer
+from rtpp.recording import RemoteCopy, RoutedLocal, SwappedRtcp
+from rtpp.relay import MODE, StreamRelay, dispatcher, sync_twins
+from rtpp.resizer import Resizer, _Queued
+from rtpp.rtp import RtpAnalyzer, RtpPacket
+from rtpp.session import Session, Stream
+
+log = logging.getLogger(__name__)
+
+SESSION_FIELDS = (
+    "created",
+    "created_wall",
+    "strong",
+    "complete",
+    "ttl",
+    "ttl_max",
+    "notify_target",
+    "notify_tag",
+    "allow_fast",
+    "rcvd_mark",
+)
+STREAM_FIELDS = (
+    "port",
+    "local",
+    "remote",
+    "latched",
+    "learned",
+    "asymmetric",
+    "on_hold",
+    "cmd_remote",
+    "cmd_changed_at",
+    "nfast_rtcp",
+    "nfast_unsent",
+    "slow_rcvd",
+    "slow_in",
+    "slow_relayed",
+    "ndropped",
+    "nignored",
+    "nplayer_drop",
+    "ttl_mark",
+    "longest_ipi",
+    "codecs",
+    "ptime_ms",
+    "weak",
+)
+ANALYZER_FIELDS = tuple(slot_names(RtpAnalyzer))
+RESIZER_FIELDS = tuple(n for n in slot_names(Resizer) if n != "_queue")
+PACKET_FIELDS = tuple(slot_names(RtpPacket))
+SCHEDULE_FIELDS = (
+    "prompt",
+    "payload_type",
+    "count",
+    "ssrc",
+    "seq0",
+    "ts0",
+    "start_s",
+    "next_index",
+    "packet_bytes",
+    "duration_ms",
+    "packets_per_loop",
+    "total",
+)
+RECORDER_KINDS = (Recorder, RoutedLocal, SwappedRtcp, RemoteCopy)
+
+
+def _streams(app):
+    for sess in app.sessions:
+        yield from sess.streams()
+
+
+def _relay(app):
+    return dispatcher(app.media.ctx)
+
+
+# ----------------------------------------------------------------- old process
+
+
+def refusal(app) -> str | None:
+    if MODE == "greenlet":
+        return "the greenlet relay driver (RTPP_RELAY=greenlet) cannot be handed over"
+    for st in _streams(app):
+        for att in (st.recorder, st.copier):
+            if att is None or isinstance(att, RECORDER_KINDS):
+                continue
+            kind = "a session mirror (C sub-command)" if isinstance(att, StreamMirror) else att
+            return f"session {st.session.call_id!r} has {kind}, which cannot be handed over"
+    return None
+
+
+def quiesce(app) -> None:
+    """Stop reading media and sending prompts; write out every recording buffer."""
+    _relay(app).watcher.stop()
+    for st in _streams(app):
+        player = st.player
+        if player is not None and player._greenlet is not None:
+            player._greenlet.kill(block=True)
+    _quiesce_notifier(app.notifier)
+    for rec in _recorders(app):
+        rec.flush()
+    if not app.media.recording.writer.drain(IDLE_TIMEOUT_S * 2):
+        raise HandoffFailed("the recordings' disk writes did not finish in time")
+
+
+def _quiesce_notifier(notifier) -> None:
+    deadline = gevent.get_hub().loop.now() + IDLE_TIMEOUT_S
+    for target in notifier.targets.values():
+        while target.greenlet is not None and not target.greenlet.dead:
+            if target.greenlet in target.queue.getters:  # waiting for work: nothing lost
+                target.greenlet.kill(block=True)
+                break
+            if gevent.get_hub().loop.now() > deadline:
+                raise HandoffFailed(f"a timeout notification to {target.address} is under way")
+            gevent.sleep(0.01)
+        target.greenlet = None
+
+
+def resume(app) -> None:
+    relay = _relay(app)
+    if not relay.watcher.active:
+        relay.watcher.start(relay.dispatch)
+    for st in _streams(app):
+        player = st.player
+        if player is not None and player._greenlet is not None and player._greenlet.dead:
+            _restart_player(player)
+    _resume_notifier(app.notifier)
+
+
+def _restart_player(player) -> None:
+    player._greenlet = None
+    player.finished = Event()
+    player.start()
+
+
+def _resume_notifier(notifier) -> None:
+    for target in notifier.targets.values():
+        if target.queue.qsize() and (target.greenlet is None or target.greenlet.dead):
+            target.greenlet = gevent.spawn(target._send_loop)
+
+
+def _recorders(app) -> list[Recorder]:
+    found: dict[int, Recorder] = {}
+    for st in _streams(app):
+        for att in (st.recorder, st.copier):
+            rec = _underlying(att)
+            if rec is not None:
+                found[id(rec)] = rec
+    return list(found.values())
+
+
+def _underlying(att) -> Recorder | None:
+    if isinstance(att, RoutedLocal | SwappedRtcp):
+        return att.recorder
+    return att if isinstance(att, Recorder) else None
+
+
+def snapshot(app, fds: FdTable) -> dict:
+    recorders: dict[int, int] = {}  # id(Recorder) -> index in the "recorders" list
+    rec_docs: list[dict] = []
+    sessions = []
+    for sess in app.sessions:
+        sess_doc = {"call_id": sess.call_id, "from_tag": sess.from_tag}
+        sess_doc.update(dump_fields(sess, SESSION_FIELDS))
+        sess_doc["streams"] = [_stream_doc(st, fds, recorders, rec_docs) for st in sess.streams()]
+        sessions.append(sess_doc)
+    media = app.media
+    return {
+        "sessions": sessions,
+        "recorders": rec_docs,
+        "allocators": {str(f): a.next_index for f, a in media.allocators.items()},
+        "overloaded": media.overloaded,
+        "load": media.load,
+        "recording": dump_fields(
+            media.recording.counters, slot_names(type(media.recording.counters))
+        ),
+        "ip_id": IP_ID.value,
+        "notify": [_target_doc(t, fds) for t in app.notifier.targets.values()],
+    }
+
+
+def _stream_doc(st: Stream, fds: FdTable, recorders: dict, rec_docs: list) -> dict:
+    doc = dump_fields(st, STREAM_FIELDS)
+    doc["laddr"] = None if st.laddr is None else encode(_laddr_tuple(st.laddr))
+    doc["sock"] = None if st.sock is None else fds.add(st.sock.fileno())
+    doc["twin"] = None if st.twin is None else fds.add(st.twin.fileno())
+    doc["twin_dst"] = encode(st.twin_dst) if st.twin is not None else None
+    if st.analyzer is not None:
+        st.analyzer.sync()
+        doc["analyzer"] = dump_fields(st.analyzer, ANALYZER_FIELDS)
+    if st.resizer is not None:
+        doc["resizer"] = _resizer_doc(st.resizer)
+    doc["recorder"] = _attachment_doc(st.recorder, fds, recorders, rec_docs)
+    doc["copier"] = _attachment_doc(st.copier, fds, recorders, rec_docs)
+    if st.player is not None:
+        doc["player"] = {
+            "schedule": dump_fields(st.player.schedule, SCHEDULE_FIELDS),
+            "npkts_played": st.player.npkts_played,
+        }
+    return doc
+
+
+def _laddr_tuple(laddr: ListenAddr) -> tuple:
+    return (laddr.family, laddr.host, laddr.label, laddr.advertised)
+
+
+def _resizer_doc(resizer: Resizer) -> dict:
+    doc = dump_fields(resizer, RESIZER_FIELDS)
+    doc["_queue"] = [
+        [dump_fields(q.pkt, PACKET_FIELDS), q.nsamples, q.appendable] for q in resizer._queue
+    ]
+    return doc
+
+
+def _attachment_doc(att, fds: FdTable, recorders: dict, rec_docs: list) -> dict | None:
+    if att is None:
+        return None
+    if isinstance(att, RemoteCopy):
+        return {
+            "kind": "remote",
+            "fd": fds.add(att.sock.fileno()),
+            "dest": encode(att.dest),
+            "nsent": att.nsent,
+            "nfailed": att.nfailed,
+            "owns_port": att.sock.getsockname()[1] % 2 == 0,
+        }
+    rec = _underlying(att)
+    index = recorders.get(id(rec))
+    if index is None:
+        index = recorders[id(rec)] = len(rec_docs)
+        rec_docs.append(_recorder_doc(rec, fds))
+    kind = {RoutedLocal: "routed", SwappedRtcp: "swapped"}.get(type(att), "plain")
+    return {"kind": kind, "recorder": index}
+
+
+def _recorder_doc(rec: Recorder, fds: FdTable) -> dict:
+    fd = rec._fd
+    return {
+        "name": rec.name,
+        "label": rec.label,
+        "path": rec.path,
+        "final_path": rec.final_path,
+        "pcap": isinstance(rec._writer, type(make_writer(RecordFormat.PCAP))),
+        "size": rec._size,
+        "users": rec._users,
+        "closed": rec._closed,
+        "failed": rec._failed,
+        "unlinked": rec._unlinked,
+        "ndropped": rec._ndropped,
+        "buffer_size": rec._buffer_size,
+        "fd": None if fd is None else fds.add(fd),
+    }
+
+
+def _target_doc(target: Target, fds: FdTable) -> dict:
+    queued = []
+    while target.queue.qsize():
+        queued.append(target.queue.get_nowait())
+    for message in queued:  # back, should the handoff fail
+        target.queue.put_nowait(message)
+    return {
+        "family": target.family,
+        "address": encode(target.address),
+        "queued": encode(queued),
+        "sock": None if target.sock is None else fds.add(target.sock.fileno()),
+        "nsent": target.nsent,
+        "nfailed": target.nfailed,
+        "ndropped": target.ndropped,
+    }
+
+
+# ----------------------------------------------------------------- new process
+
+
+def restore(app, doc: dict, fds: FdSource) -> list:
+    """Rebuild the sessions; nothing reads or sends until `activate`. Returns what
+    `activate` starts."""
+    media = app.media
+    relay = _relay(app)
+    relay.watcher.stop()
+    rec_docs = doc.get("recorders", [])
+    recorders: dict[int, Recorder] = {}
+    players: list = []
+    for sess_doc in doc.get("sessions", []):
+        _restore_session(app, sess_doc, fds, rec_docs, recorders, players)
+    for family, index in doc.get("allocators", {}).items():
+        alloc = media.allocators.get(int(family))
+        if alloc is not None and 0 <= index < alloc.size:
+            alloc.next_index = index
+    media.overloaded = bool(doc.get("overloaded"))
+    media.load = float(doc.get("load", 0.0))
+    load_fields(
+        media.recording.counters,
+        doc.get("recording", {}),
+        slot_names(type(media.recording.counters)),
+    )
+    IP_ID.value = int(doc.get("ip_id", 0))
+    for tdoc in doc.get("notify", []):
+        _restore_target(app.notifier, tdoc, fds)
+    return players
+
+
+def _restore_session(app, doc, fds, rec_docs, recorders, players) -> None:
+    media = app.media
+    sess = Session(doc["call_id"], doc["from_tag"], 0.0, 0.0)
+    load_fields(sess, doc, SESSION_FIELDS)
+    if MODE != "greenlet":
+        sess.on_route = sync_twins
+    streams = sess.streams()
+    for st, sdoc in zip(streams, doc["streams"], strict=True):
+        _restore_stream(app, st, sdoc, fds, rec_docs, recorders, players)
+    for index in (0, 1):
+        rtp = sess.rtp.streams[index]
+        if rtp.sock is not None:
+            media.allocators[rtp.laddr.family].in_use.add(rtp.port)
+    app.sessions.add(sess)
+    sess.refresh_fast()
+
+
+def _restore_stream(app, st: Stream, doc, fds, rec_docs, recorders, players) -> None:
+    media = app.media
+    load_fields(st, doc, STREAM_FIELDS)
+    if doc.get("laddr") is not None:
+        st.laddr = _find_laddr(app.config, decode(doc["laddr"]))
+    if doc.get("sock") is not None:
+        st.sock = socket._socket.socket(fileno=fds.take(doc["sock"]))  # type: ignore[attr-defined]
+        st.sock.setblocking(False)
+        st.relay = StreamRelay(st, media.ctx)
+    if doc.get("twin") is not None:
+        st.twin = socket._socket.socket(fileno=fds.take(doc["twin"]))  # type: ignore[attr-defined]
+        st.twin.setblocking(False)
+        st.twin_dst = decode(doc["twin_dst"])
+        dispatcher(media.ctx).add_twin(st)
+    if "analyzer" in doc:
+        st.analyzer = RtpAnalyzer()
+        load_fields(st.analyzer, doc["analyzer"], ANALYZER_FIELDS)
+    elif st.is_rtp:
+        st.analyzer = RtpAnalyzer()
+    if "resizer" in doc:
+        st.resizer = _restore_resizer(doc["resizer"])
+    st.recorder = _restore_attachment(app, st, doc.get("recorder"), fds, rec_docs, recorders)
+    st.copier = _restore_attachment(app, st, doc.get("copier"), fds, rec_docs, recorders)
+    if "player" in doc:
+        schedule = PromptSchedule.__new__(PromptSchedule)
+        load_fields(schedule, doc["player"]["schedule"], SCHEDULE_FIELDS)
+        players.append((st, schedule, int(doc["player"].get("npkts_played", 0))))
+
+
+def _find_laddr(config, fields: tuple) -> ListenAddr:
+    laddr = ListenAddr(*fields)
+    for known in (*config.listen, *(config.bridge or ())):
+        if known == laddr:
+            return known
+    return laddr
+
+
+def _restore_resizer(doc: dict) -> Resizer:
+    resizer = Resizer.__new__(Resizer)
+    load_fields(resizer, doc, RESIZER_FIELDS)
+    queue = []
+    for pkt_doc, nsamples, appendable in doc.get("_queue", []):
+        pkt = RtpPacket()
+        load_fields(pkt, pkt_doc, PACKET_FIELDS)
+        queue.append(_Queued(pkt, nsamples, appendable))
+    resizer._queue = queue
+    return resizer
+
+
+def _restore_attachment(app, st, doc, fds, rec_docs, recorders) -> Any:
+    if doc is None:
+        return None
+    if doc["kind"] == "remote":
+        return _restore_remote(app, doc, fds)
+    index = doc["recorder"]
+    rec = recorders.get(index)
+    if rec is None:
+        rec = recorders[index] = _restore_recorder(app, rec_docs[index], fds)
+    if doc["kind"] == "routed":
+        return RoutedLocal(rec)
+    if doc["kind"] == "swapped":
+        return SwappedRtcp(rec, st)
+    return rec
+
+
+def _restore_recorder(app, doc: dict, fds: FdSource) -> Recorder:
+    recording = app.media.recording
+    rec = Recorder.__new__(Recorder)
+    rec.name = doc["name"]
+    rec.label = doc["label"]
+    rec.path = doc["path"]
+    rec.final_path = doc["final_path"]
+    rec.counters = recording.counters
+    rec._writer = make_writer(RecordFormat.PCAP if doc["pcap"] else RecordFormat.ADHOC)
+    rec._sink = recording.writer
+    rec._buf = bytearray()
+    rec._bounds = []
+    rec._size = int(doc["size"])
+    rec._buffer_size = int(doc["buffer_size"])
+    rec._users = int(doc["users"])
+    rec._closed = bool(doc["closed"])
+    rec._failed = bool(doc["failed"])
+    rec._unlinked = bool(doc["unlinked"])
+    rec._ndropped = int(doc["ndropped"])
+    rec._fd = None if doc["fd"] is None else fds.take(doc["fd"])
+    return rec
+
+
+def _restore_remote(app, doc: dict, fds: FdSource) -> RemoteCopy:
+    media = app.media
+    sock = socket._socket.socket(fileno=fds.take(doc["fd"]))  # type: ignore[attr-defined]
+    port = sock.getsockname()[1]
+    allocator, budget = media.allocators[sock.family], media.fds
+
+    def closed() -> None:
+        if doc.get("owns_port"):
+            allocator.release(port)
+        budget.closed(1)
+
+    if doc.get("owns_port"):
+        allocator.in_use.add(port)
+    copy = RemoteCopy(sock, decode(doc["dest"]), closed)
+    copy.nsent = int(doc.get("nsent", 0))
+    copy.nfailed = int(doc.get("nfailed", 0))
+    return copy
+
+
+def _restore_target(notifier, doc: dict, fds: FdSource) -> None:
+    dest = (doc["family"], decode(doc["address"]))
+    target = notifier.targets.get(dest)
+    if target is None:
+        target = notifier.targets[dest] = Target(*dest, counters=notifier.counters)
+    if doc.get("sock") is not None:
+        target.sock = socket.socket(fileno=fds.take(doc["sock"]))
+    target.nsent = int(doc.get("nsent", 0))
+    target.nfailed = int(doc.get("nfailed", 0))
+    target.ndropped = int(doc.get("ndropped", 0))
+    for message in decode(doc.get("queued") or []):
+        target.queue.put_nowait(message)
+
+
+def activate(app, players: list) -> None:
+    """After GO: read the media sockets, play prompts, send notifications."""
+    relay = _relay(app)
+    relay.watcher.start(relay.dispatch)
+    for st, schedule, played in players:
+        app.media.players.start(st, schedule, new=False)
+        st.player.npkts_played = played
+    _resume_notifier(app.notifier)
