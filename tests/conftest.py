@@ -29,9 +29,16 @@ def rtpproxy() -> Iterator[Callable[..., Proxy]]:
         foreground: bool = True,
         wait: bool = True,
         extra_env: dict | None = None,
+        command: list[str] | None = None,
     ) -> Proxy:
         proxy = start_proxy(
-            *flags, ctrl=ctrl, ports=ports, foreground=foreground, wait=wait, extra_env=extra_env
+            *flags,
+            ctrl=ctrl,
+            ports=ports,
+            foreground=foreground,
+            wait=wait,
+            extra_env=extra_env,
+            command=command,
         )
         started.append(proxy)
         return proxy

@@ -347,8 +347,11 @@ def start_proxy(
     foreground: bool = True,
     wait: bool = True,
     extra_env: dict | None = None,
+    command: list[str] | None = None,
 ) -> Proxy:
-    """Start a daemon with sane test defaults (see tests/conftest.py `rtpproxy`)."""
+    """Start a daemon with sane test defaults (see tests/conftest.py `rtpproxy`).
+
+    `command` replaces `rtpproxy_command()` (e.g. a copy of the executable)."""
     import pytest
 
     tmpdir = short_tmpdir()
@@ -378,7 +381,7 @@ def start_proxy(
     stderr_file = open(stderr_path, "wb")  # noqa: SIM115
     env = dict(os.environ, **(extra_env or {}))
     proc = subprocess.Popen(
-        rtpproxy_command() + args,
+        (command or rtpproxy_command()) + args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=stderr_file,

@@ -516,8 +516,9 @@ class StreamListener(Listener):
             else:
                 self._lines(client, peer)
         except Paused:
-            client.kept = True
-            self._kept.append(client)
+            if not client.kept:
+                client.kept = True
+                self._kept.append(client)
         except (OSError, TimeoutError) as exc:
             log.debug("control client %s: %s", peer, exc)
         finally:
@@ -580,8 +581,11 @@ class StreamListener(Listener):
         super().pause()
         if self._loop is not None:
             self._loop.kill(Paused, block=False)  # accept() has not run: nothing lost
-        for greenlet in list(self._active):
+        for greenlet, client in list(self._active.items()):
             if not greenlet.dead and greenlet not in self._running:
+                # Kept here: a greenlet killed before it first ran never sees Paused.
+                client.kept = True
+                self._kept.append(client)
                 greenlet.kill(Paused, block=False)
 
     def resume(self) -> None:

@@ -1,0 +1,242 @@
+"""Live handoff (SIGUSR2): the calls, the commands in flight, recordings, players and
+notifications survive five handoffs in a row under load; failed handoffs lose nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import signal
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import (
+    PORT_BASE,
+    PORT_BLOCK,
+    PORT_TOP,
+    Proxy,
+    free_udp_port,
+    pid_alive,
+    short_tmpdir,
+)
+from integration.media_load import MediaLoad
+from integration.test_recording import parse_adhoc
+from integration.test_timeouts import Listener
+
+pytestmark = pytest.mark.timeout(180)
+
+HANDOFF_TIMEOUT_S = 30.0
+
+
+def port_span(blocks: int) -> tuple[int, int]:
+    """`blocks` consecutive blocks of the helpers' media port plan."""
+    count = (PORT_TOP - PORT_BASE) // PORT_BLOCK
+    first = random.randrange(count - blocks)
+    low = PORT_BASE + first * PORT_BLOCK
+    return low, low + blocks * PORT_BLOCK - 1
+
+
+def pidfile_pid(proxy: Proxy) -> int | None:
+    try:
+        return int(Path(proxy.tmpdir, "pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def serving_pid(proxy: Proxy) -> int:
+    pid = pidfile_pid(proxy)
+    assert pid is not None
+    return pid
+
+
+def hand_over(proxy: Proxy, timeout: float = HANDOFF_TIMEOUT_S) -> int:
+    """SIGUSR2 to the serving process; the pid of the one that took over."""
+    old = serving_pid(proxy)
+    os.kill(old, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = pidfile_pid(proxy)
+        if new not in (None, old) and not pid_alive(old):
+            proxy.daemon_pid = new  # stop() and cleanup() follow it
+            return new
+        time.sleep(0.05)
+    pytest.fail(f"no handoff from {old} within {timeout} s:\n{proxy.stderr_text()[-3000:]}")
+
+
+def udp_cmd(addr: tuple, text: str, timeout: float = 10.0) -> str:
+    cookie = secrets.token_hex(6)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(f"{cookie} {text}".encode(), addr)
+        reply = s.recv(65536).decode()
+    assert reply.startswith(cookie + " "), reply
+    return reply[len(cookie) + 1 :].rstrip("\n")
+
+
+def unix_cmd(path: str, text: str, timeout: float = 10.0) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(text.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode().rstrip("\n")
+
+
+class CommandLoad:
+    """Q and V over UDP and the unix socket, back to back, from two threads: every
+    command must get its answer (no retransmits)."""
+
+    def __init__(self, udp: tuple, unix: str, queries: list[str]) -> None:
+        self.udp, self.unix, self.queries = udp, unix, queries
+        self.sent = self.answered = 0
+        self.bad: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(udp_cmd, udp), daemon=True),
+            threading.Thread(target=self._run, args=(unix_cmd, unix), daemon=True),
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def _run(self, send, where) -> None:
+        rng = random.Random()
+        while not self._stop.is_set():
+            text = rng.choice(self.queries) if rng.random() < 0.8 else "V"
+            self.sent += 1
+            try:
+                reply = send(where, text)
+            except OSError as exc:
+                self.bad.append(f"{text}: {exc!r}")
+                continue
+            self.answered += 1
+            if reply.startswith("E"):
+                self.bad.append(f"{text}: {reply}")
+            time.sleep(0.01)
+
+
+def read_lines(listener: Listener, count: int, timeout: float) -> list[str]:
+    """`count` notification lines, over however many connections and reads."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while data.count(b"\n") < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"notifications so far: {data!r}"
+        data += listener.read_line(timeout=left)
+    return data.decode().split()
+
+
+def adhoc_rtp_seqs(path: Path) -> list[int]:
+    return [struct.unpack_from("!H", rec.data, 2)[0] for rec in parse_adhoc(path)]
+
+
+def test_five_handoffs_under_load_lose_nothing(rtpproxy, tmp_path):
+    calls, recorded, timed_out = 200, range(0, 200, 20), range(5, 200, 40)
+    tmp = Path(short_tmpdir())
+    recdir = tmp / "rec"
+    recdir.mkdir()
+    prompt = tmp / "prompt"
+    prompt.with_suffix(".0").write_bytes(bytes(range(256)) * 32)
+    notify = Listener(socket.AF_UNIX, str(tmp / "notify.sock"))
+    unix_path = str(tmp / "ctl.sock")
+    udp_addr = ("127.0.0.1", free_udp_port())
+    proxy = rtpproxy(
+        "-l", "127.0.0.1",
+        "-s", f"udp:{udp_addr[0]}:{udp_addr[1]}",
+        "-s", f"unix:{unix_path}",
+        "-r", str(recdir),
+        "-n", f"unix:{tmp / 'notify.sock'}",
+        "-T", "5",
+        "-L", "8192",
+        ports=port_span(6),
+    )  # fmt: skip
+    load = MediaLoad()
+    pairs = []
+    for i in range(calls):
+        a, b = load.endpoint(0x10000 + i), load.endpoint(0x20000 + i)
+        cid = f"call{i}"
+        port_a = int(udp_cmd(udp_addr, f"U {cid} 127.0.0.1 {a.sock.getsockname()[1]} f{i} "
+                             f"{tmp / 'notify.sock'} gone{i}").split()[0])  # fmt: skip
+        port_b = int(udp_cmd(udp_addr, f"L {cid} 127.0.0.1 {b.sock.getsockname()[1]} f{i} t{i}")
+                     .split()[0])  # fmt: skip
+        a.dest, b.dest = ("127.0.0.1", port_b), ("127.0.0.1", port_a)
+        pairs.append((cid, a, b))
+    for i in recorded:
+        assert udp_cmd(udp_addr, f"R call{i} f{i} t{i}") == "0"
+    load.start()
+    time.sleep(1.0)
+    assert udp_cmd(udp_addr, f"P-1 call7 {prompt} 0 f7 t7") == "0"
+    queries = [f"Q {cid} f{i} t{i}" for i, (cid, _, _) in enumerate(pairs)]
+    time.sleep(1.0)
+    before = [udp_cmd(udp_addr, q) for q in queries]
+    commands = CommandLoad(udp_addr, unix_path, queries)
+    commands.start()
+    pids = [serving_pid(proxy)]
+    try:
+        for _ in range(5):
+            pids.append(hand_over(proxy))
+            time.sleep(0.5)
+    finally:
+        commands.stop()
+    after = [udp_cmd(udp_addr, q) for q in queries]
+    for i in timed_out:  # both parties hang up without a BYE: the session times out
+        pairs[i][1].sending = pairs[i][2].sending = False
+    gone = read_lines(notify, len(timed_out), timeout=15.0)
+    assert sorted(gone) == sorted(f"gone{i}" for i in timed_out)
+    for i in recorded:  # the recorded calls end: their files are complete
+        pairs[i][1].sending = pairs[i][2].sending = False
+    time.sleep(0.5)
+    for i in recorded:
+        assert udp_cmd(udp_addr, f"D call{i} f{i} t{i}") == "0"
+    load.stop_sending(settle_s=1.0)
+    log = proxy.stderr_text()
+    try:
+        assert len(set(pids)) == 6, pids
+        assert log.count("live handoff done") == 5, log[-3000:]
+        assert commands.sent > 50 and commands.answered == commands.sent, commands.bad[:5]
+        assert not commands.bad, commands.bad[:5]
+        for i, (q0, q1) in enumerate(zip(before, after, strict=True)):
+            ttl0, *n0 = map(int, q0.split())
+            ttl1, *n1 = map(int, q1.split())
+            assert n1[0] > n0[0] and n1[1] > n0[1], (i, q0, q1)  # npkts_ina, npkts_ino
+        lost = dups = 0
+        for i, (_, a, b) in enumerate(pairs):
+            for src, dst in ((a, b), (b, a)):
+                if i == 7 and dst is a:
+                    continue  # the caller hears the prompt, not the callee
+                got, dup = dst.received_from(src.ssrc)
+                lost += src.nsent - got
+                dups += dup
+        assert (lost, dups) == (0, 0)
+        player = [ssrc for ssrc in pairs[7][1].got if ssrc != pairs[7][2].ssrc]
+        assert len(player) == 1, "one prompt stream, one SSRC, through five handoffs"
+        entry = pairs[7][1].got[player[0]]
+        bitmap, unique, pdups = entry[0], entry[1], entry[2]
+        assert pdups == 0 and unique > 5 * 40
+        seqs = [n for n in range(65536) if bitmap[n >> 3] & (1 << (n & 7))]
+        span = (seqs[-1] - seqs[0]) if seqs[-1] - seqs[0] < 60000 else None
+        assert span is None or span + 1 == unique, "the prompt went on without a gap"
+        for i in recorded:
+            a = pairs[i][1]
+            files = sorted(recdir.glob(f"call{i}=f{i}*.o.rtp"))
+            assert len(files) == 1, files
+            seqs = adhoc_rtp_seqs(files[0])
+            assert seqs == list(range(a.nsent)), f"call{i}: one continuous recording"
+    except AssertionError:
+        print(log[-5000:])
+        raise
+    finally:
+        load.close()
