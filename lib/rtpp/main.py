@@ -20,6 +20,7 @@ from rtpp.control.spec import parse_spec
 # The handoff code runs when the executable on disk may already be a newer one: a
 # one-file build could no longer import it then, so it is imported now.
 from rtpp.handoff import carrier, receiver, sender
+from rtpp.handoff.archive import pin_archive
 from rtpp.handoff.successor import Executable, service_pid
 from rtpp.notify import NotifyConfigError
 
@@ -63,6 +64,7 @@ def _print_error(message: str) -> None:
 
 
 def run_daemon(args: list[str], executable: Executable | None = None) -> int:
+    pin_archive()  # modules imported late still come from this executable after an upgrade
     try:
         config = cli.parse_args(args)
     except cli.EarlyExit as info:

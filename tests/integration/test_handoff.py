@@ -240,3 +240,125 @@ def test_five_handoffs_under_load_lose_nothing(rtpproxy, tmp_path):
         raise
     finally:
         load.close()
+
+
+# ------------------------------------------------------------------ failed handoffs
+
+REPO = Path(__file__).resolve().parents[2]
+PY = os.environ.get("PYTHON_FOR_SCRIPTS", "") or __import__("sys").executable
+
+SUCCESSORS = {
+    # A file that is no program at all (as a half-written upgrade could leave it).
+    "garbage": None,
+    "exits_before_ready": "import time\ntime.sleep(0.5)\nraise SystemExit(0)\n",
+    "crashes_before_ready": "raise RuntimeError('broken build')\n",
+    "never_answers": "import time\ntime.sleep(60)\n",
+    # Says HELLO as a newer version whose state format this one cannot write.
+    "newer_format": (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'lib')!r})\n"
+        "from rtpp.handoff.channel import Channel\n"
+        "from rtpp.handoff import state\n"
+        "ch = Channel.from_fd(int(os.environ['RTPP_HANDOFF_FD']))\n"
+        "ch.send('HELLO', {'pid': os.getpid(), 'version': '9', "
+        "'reads': [state.FORMAT + 1, state.FORMAT + 1]})\n"
+        "ch.recv(10)\n"
+    ),
+    # Takes the state, then dies: the old process had stopped reading and must resume.
+    "dies_after_state": (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'lib')!r})\n"
+        "from rtpp.handoff.channel import Channel\n"
+        "from rtpp.handoff import state\n"
+        "ch = Channel.from_fd(int(os.environ['RTPP_HANDOFF_FD']))\n"
+        "ch.send('HELLO', {'pid': os.getpid(), 'version': '9', "
+        "'reads': [state.OLDEST_READABLE, state.FORMAT]})\n"
+        "msg = ch.recv(10)\n"
+        "assert msg.kind == 'STATE' and msg.fds\n"
+        "os._exit(3)\n"
+    ),
+}
+EXPECTED = {
+    "garbage": ("can't start", "exited with status 1 before it was ready"),
+    "exits_before_ready": ("exited with status 0 before it was ready",),
+    "crashes_before_ready": ("exited with status 1 before it was ready",),
+    "never_answers": ("no HELLO from the new process within 2 s",),
+    "newer_format": ("reads state formats 2-2, this process writes 1",),
+    "dies_after_state": ("exited with status 3 before it was ready",),
+}
+
+
+def copy_of_executable(tmp: Path) -> tuple[list[str], Path]:
+    """A private copy of the program (to be replaced), and the command that runs it."""
+    binary = os.environ.get("RTPP_BIN")
+    if binary:
+        path = tmp / "rtpproxy"
+        path.write_bytes(Path(binary).read_bytes())
+        path.chmod(0o755)
+        return [str(path)], path
+    path = tmp / "rtpproxy.py"
+    path.write_text((REPO / "rtpproxy.py").read_text())
+    (tmp / "lib").symlink_to(REPO / "lib")
+    return [PY, str(path)], path
+
+
+def replace_file(path: Path, content: bytes) -> None:
+    """As a package upgrade does: a new file renamed over the old name."""
+    new = path.with_name(path.name + ".new")
+    new.write_bytes(content)
+    new.chmod(0o755)
+    os.replace(new, path)
+
+
+@pytest.mark.parametrize("case", sorted(SUCCESSORS))
+def test_failed_handoff_leaves_the_old_process_serving(rtpproxy, case):
+    tmp = Path(short_tmpdir())
+    command, path = copy_of_executable(tmp)
+    proxy = rtpproxy(
+        "-l", "127.0.0.1", command=command, extra_env={"RTPP_HANDOFF_TIMEOUT": "2"}
+    )  # fmt: skip
+    load = MediaLoad()
+    a, b = load.endpoint(0x1111), load.endpoint(0x2222)
+    port_a = int(proxy.cmd(f"U fail 127.0.0.1 {a.sock.getsockname()[1]} fa").split()[0])
+    port_b = int(proxy.cmd(f"L fail 127.0.0.1 {b.sock.getsockname()[1]} fa tb").split()[0])
+    a.dest, b.dest = ("127.0.0.1", port_b), ("127.0.0.1", port_a)
+    script = SUCCESSORS[case]
+    content = os.urandom(4096) if script is None else f"#!{PY}\n{script}".encode()
+    replace_file(path, content)
+    load.start()
+    try:
+        time.sleep(0.5)
+        old = serving_pid(proxy)
+        os.kill(old, signal.SIGUSR2)
+        deadline = time.monotonic() + 20
+        while "this process serves on" not in proxy.stderr_text():
+            assert time.monotonic() < deadline, proxy.stderr_text()[-3000:]
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proxy.cmd("V") == "20040107"
+        assert serving_pid(proxy) == old and proxy.alive()
+        load.stop_sending(settle_s=0.5)
+    finally:
+        load.close()
+    lines = [ln for ln in proxy.stderr_text().splitlines() if "serves on" in ln]
+    assert len(lines) == 1, lines
+    assert any(text in lines[0] for text in EXPECTED[case]), lines[0]
+    for src, dst in ((a, b), (b, a)):
+        assert dst.received_from(src.ssrc) == (src.nsent, 0), case
+    assert a.nsent > 40
+    assert not [p for p in child_pids_of_group(old) if p != old], "the successor is gone"
+
+
+def child_pids_of_group(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (a successor left behind would be one)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] not in "ZX":
+                found.append(int(entry))
+    return found
