@@ -362,3 +362,25 @@ def child_pids_of_group(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] not in "ZX":
                 found.append(int(entry))
     return found
+
+
+def test_a_persistent_connection_and_its_partial_line_carry_over(rtpproxy):
+    tmp = Path(short_tmpdir())
+    path = str(tmp / "c.sock")
+    proxy = rtpproxy("-s", f"cunix:{path}", "-s", f"udp:127.0.0.1:{free_udp_port()}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(path)
+        conn.sendall(b"G ncmds_rcvd\n")
+        first = int(conn.recv(100).decode())
+        conn.sendall(b"Q nosuch fta")  # half a command, read by the old process
+        time.sleep(0.2)
+        hand_over(proxy)
+        conn.sendall(b"g ttb\nG ncmds_rcvd\n")
+        data = b""
+        while data.count(b"\n") < 2:
+            data += conn.recv(100)
+    assert data.split(b"\n")[:2] == [b"E50", str(first + 2).encode()]
+    assert os.path.exists(path)  # the old process left the socket file to the new one
+    proxy.stop()
+    assert not os.path.exists(path)

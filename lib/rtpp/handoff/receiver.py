@@ -41,15 +41,13 @@ class Takeover:
 
     def hello(self) -> tuple[dict, state.FdSource]:
         """HELLO, then the state: (sections, descriptors). Exits on ABORT or EOF."""
-        self.channel.send(
-            protocol.HELLO,
-            {
-                "pid": os.getpid(),
-                "version": __version__,
-                "reads": [state.OLDEST_READABLE, state.FORMAT],
-            },
-        )
+        hello = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "reads": [state.OLDEST_READABLE, state.FORMAT],
+        }
         try:
+            self.channel.send(protocol.HELLO, hello)
             msg = self.channel.recv(protocol.STATE_TIMEOUT_S)
         except ChannelError:
             self.quit()
