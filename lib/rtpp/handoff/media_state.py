@@ -279,6 +279,7 @@ def _recorder_doc(rec: Recorder, fds: FdTable) -> dict:
         "closed": rec._closed,
         "failed": rec._failed,
         "unlinked": rec._unlinked,
+        "discarded": rec._discarded,
         "ndropped": rec._ndropped,
         "buffer_size": rec._buffer_size,
         "fd": None if fd is None else fds.add(fd),
@@ -433,6 +434,7 @@ def _restore_recorder(app, doc: dict, fds: FdSource) -> Recorder:
     rec._closed = bool(doc["closed"])
     rec._failed = bool(doc["failed"])
     rec._unlinked = bool(doc["unlinked"])
+    rec._discarded = bool(doc.get("discarded"))
     rec._ndropped = int(doc["ndropped"])
     rec._fd = None if doc["fd"] is None else fds.take(doc["fd"])
     return rec
