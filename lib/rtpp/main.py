@@ -39,6 +39,8 @@ STOP_SIGNALS = (
     signal.SIGPROF,
 )
 DRAIN_POLL_S = 0.25
+#: systemd's status line; the package's postinst looks for "live handoff" in it
+SERVING_STATUS = "serving; reload (SIGUSR2) = live handoff to the executable on disk"
 EOF_EVENT = "EOF"
 
 
@@ -176,7 +178,7 @@ class Daemon:
         assert self.server is not None
         self.server.start(self.app)
         self._install_signals()
-        sdnotify.notify("READY=1")
+        sdnotify.notify(f"READY=1\nSTATUS={SERVING_STATUS}")
         if self.daemonized is not None:
             self.daemonized.ready()
 
@@ -225,9 +227,31 @@ class Daemon:
         self.server.start(self.app)
         self._install_signals()
         self.pidfile.rewrite()
-        sdnotify.notify(f"MAINPID={service_pid()}\nREADY=1")
+        self._tell_service_manager()
         log.info("rtpproxy took over from the previous process, pid %d", os.getpid())
         return self._main_loop()
+
+    def _tell_service_manager(self) -> None:
+        """MAINPID for systemd: this process now, its bootloader once that is systemd's.
+
+        A one-file build's bootloader is the process to supervise, but systemd regards
+        a main process that is not its child as "alien" (it would not wait for it to
+        stop) and looks again only when MAINPID names a different pid. So: this
+        process first (the old main process may exit now), then, once the old
+        process is gone and the bootloader has been handed to systemd, the bootloader.
+        """
+        if not sdnotify.notify(f"MAINPID={os.getpid()}\nREADY=1\nSTATUS={SERVING_STATUS}"):
+            return
+        if service_pid() != os.getpid():
+            gevent.spawn(self._main_pid_to_bootloader, parent_of(os.getppid()))
+
+    def _main_pid_to_bootloader(self, old_parent: int | None) -> None:
+        bootloader = os.getppid()
+        for _ in range(200):
+            if parent_of(bootloader) != old_parent:
+                break
+            gevent.sleep(0.05)
+        sdnotify.notify(f"MAINPID={bootloader}")
 
     def _start_handoff(self) -> None:
         if self._handoff is not None:
@@ -328,6 +352,14 @@ class Daemon:
         sdnotify.notify("STATUS=Exited")
         log.info("rtpproxy ended")
         logging.shutdown()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _import_app():
