@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -22,8 +23,10 @@ from helpers import (
     Proxy,
     free_udp_port,
     pid_alive,
+    rtpproxy_command,
     short_tmpdir,
 )
+from helpers import _flag_value as _flag_value
 from integration.media_load import MediaLoad
 from integration.test_recording import parse_adhoc
 from integration.test_timeouts import Listener
@@ -43,7 +46,7 @@ def port_span(blocks: int) -> tuple[int, int]:
 
 def pidfile_pid(proxy: Proxy) -> int | None:
     try:
-        return int(Path(proxy.tmpdir, "pid").read_text())
+        return int(Path(_flag_value(proxy.args, "-p") or "").read_text())
     except (OSError, ValueError):
         return None
 
@@ -384,3 +387,36 @@ def test_a_persistent_connection_and_its_partial_line_carry_over(rtpproxy):
     assert os.path.exists(path)  # the old process left the socket file to the new one
     proxy.stop()
     assert not os.path.exists(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges (-u) needs root")
+def test_an_unprivileged_daemon_hands_over_pidfile_and_socket_ownership(rtpproxy):
+    """Started as root with -u: the successor runs as that user from the start, needs
+    no privilege, and still rewrites the root-owned pidfile (through the descriptor the
+    old process kept) and keeps the socket's owner and mode."""
+    program = Path(rtpproxy_command()[0]).resolve()
+    if not all(p.stat().st_mode & 0o001 for p in program.parents):
+        pytest.skip(f"user nobody cannot run {program} (a directory above it is private)")
+    tmp = Path(short_tmpdir())
+    tmp.chmod(0o755)
+    path = tmp / "c.sock"
+    pidfile = tmp / "pid"
+    proxy = rtpproxy(
+        "-u", "nobody:nogroup", "-w", "432",  # 432 = 0660 (decimal, as in the classic)
+        "-s", f"unix:{path}", "-s", f"udp:127.0.0.1:{free_udp_port()}", "-p", str(pidfile),
+    )  # fmt: skip
+    before = path.stat()
+    old = hand_over(proxy)
+    new = hand_over(proxy)
+    status = Path(f"/proc/{new}/status").read_text()
+    assert re.search(r"^Uid:\s+65534\s", status, re.M), status
+    assert int(pidfile.read_text()) == new != old
+    assert pidfile.stat().st_uid == 0  # rewritten in place, not replaced
+    after = path.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (
+        before.st_uid,
+        before.st_gid,
+        before.st_mode,
+    )
+    assert oct(after.st_mode & 0o777) == "0o660"
+    assert unix_cmd(str(path), "V") == "20040107"
