@@ -420,3 +420,27 @@ def test_an_unprivileged_daemon_hands_over_pidfile_and_socket_ownership(rtpproxy
     )
     assert oct(after.st_mode & 0o777) == "0o660"
     assert unix_cmd(str(path), "V") == "20040107"
+
+
+def test_sigterm_during_a_handoff_stops_both_processes(rtpproxy):
+    """SIGUSR2 again is ignored while one runs; SIGTERM ends the successor, then us."""
+    tmp = Path(short_tmpdir())
+    command, path = copy_of_executable(tmp)
+    proxy = rtpproxy(command=command)
+    marker = tmp / "successor.pid"
+    script = (
+        f"import os, time\nopen({str(marker)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    replace_file(path, f"#!{PY}\n{script}".encode())
+    old = serving_pid(proxy)
+    os.kill(old, signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline, proxy.stderr_text()
+        time.sleep(0.05)
+    successor = int(marker.read_text())
+    os.kill(old, signal.SIGUSR2)
+    time.sleep(0.3)
+    assert proxy.stop(signal.SIGTERM) == 0
+    assert "while a live handoff is under way: ignored" in proxy.stderr_text()
+    assert not pid_alive(successor)
