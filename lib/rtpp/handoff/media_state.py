@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from dataclasses import fields
 from typing import Any
 
 import gevent
@@ -54,30 +55,16 @@ SESSION_FIELDS = (
     "allow_fast",
     "rcvd_mark",
 )
-STREAM_FIELDS = (
-    "port",
-    "local",
-    "remote",
-    "latched",
-    "learned",
-    "asymmetric",
-    "on_hold",
-    "cmd_remote",
-    "cmd_changed_at",
-    "nfast_rtcp",
-    "nfast_unsent",
-    "slow_rcvd",
-    "slow_in",
-    "slow_relayed",
-    "ndropped",
-    "nignored",
-    "nplayer_drop",
-    "ttl_mark",
-    "longest_ipi",
-    "codecs",
-    "ptime_ms",
-    "weak",
-)
+#: Everything else a stream holds is plain state (addresses, latching, counters, codecs).
+STREAM_OWN = frozenset(
+    (
+        "session", "index", "is_rtp", "peer", "route",
+        "fast_src", "fwd", "fwd_dst", "tfwd", "relay",  # routes: recomputed
+        "sock", "twin", "twin_dst", "laddr",  # descriptors and the listen address
+        "analyzer", "resizer", "recorder", "copier", "player",  # objects of their own
+    )
+)  # fmt: skip
+STREAM_FIELDS = tuple(f.name for f in fields(Stream) if f.name not in STREAM_OWN)
 ANALYZER_FIELDS = tuple(slot_names(RtpAnalyzer))
 RESIZER_FIELDS = tuple(n for n in slot_names(Resizer) if n != "_queue")
 PACKET_FIELDS = tuple(slot_names(RtpPacket))

@@ -64,6 +64,10 @@ def hand_over(carrier: Carrier, executable: successor.Executable) -> int | None:
         _abort(channel, proc)
         log.error("live handoff to %s failed: %s; this process serves on", executable.program, exc)
         return None
+    except Exception:
+        _abort(channel, proc)
+        log.exception("live handoff to %s failed; this process serves on", executable.program)
+        return None
     finally:
         channel.close()
     log.info("live handoff done: process %d serves now", pid)
