@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gevent  # noqa: E402
 
-import rtpp.relay as relay  # noqa: E402
+import rtpp.media.relay as relay  # noqa: E402
 from rtpp.app import App  # noqa: E402
 from rtpp.config import Config, ListenAddr  # noqa: E402
 from rtpp.control.peer import Peer  # noqa: E402

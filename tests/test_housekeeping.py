@@ -11,10 +11,11 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from rtpp import housekeeping
 from rtpp.app import App
 from rtpp.control.peer import Peer
-from rtpp.housekeeping import (
+from rtpp.media import sweeper as housekeeping
+from rtpp.media.session import Session
+from rtpp.media.sweeper import (
     OVERLOAD_HIGH,
     OVERLOAD_LOW,
     leg_active,
@@ -22,7 +23,6 @@ from rtpp.housekeeping import (
     tick,
     update_overload,
 )
-from rtpp.session import Session
 
 
 def session(ttl: int, complete: bool = True) -> Session:

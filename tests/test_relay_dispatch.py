@@ -12,10 +12,10 @@ import time
 import gevent
 import pytest
 
-from rtpp import relay
 from rtpp.app import App
 from rtpp.control.peer import Peer
-from rtpp.relay import POLL_PAUSE_MAX_S, poll_pause
+from rtpp.media import relay
+from rtpp.media.relay import POLL_PAUSE_MAX_S, poll_pause
 
 PEER = Peer("udp", ("127.0.0.1", 5060))
 

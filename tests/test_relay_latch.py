@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from rtpp.ports import open_media_socket
-from rtpp.relay import RELATCH_SEQ_RANGE, UPDATE_WINDOW_S, RelayContext, accept_source
-from rtpp.rtp import RtpAnalyzer
-from rtpp.session import Session, Stream
+from rtpp.media.ports import open_media_socket
+from rtpp.media.relay import RELATCH_SEQ_RANGE, UPDATE_WINDOW_S, RelayContext, accept_source
+from rtpp.media.rtp import RtpAnalyzer
+from rtpp.media.session import Session, Stream
 from rtpp.stats import Counters
 
 NOW = 1000.0

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtpp.rtp import (
+from rtpp.media.rtp import (
     HEADER,
     RtpAnalyzer,
     RtpaUpdate,

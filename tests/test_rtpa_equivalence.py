@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtpa_reference import ReferenceRtpAnalyzer
-from rtpp.rtp import RtpAnalyzer
+from rtpp.media.rtp import RtpAnalyzer
 
 HEAD = struct.Struct("!BBHII")
 FIELDS = (

@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from rtpp.ports import open_media_socket
-from rtpp.resizer import Resizer
-from rtpp.rtp import HEADER, RtpAnalyzer
-from rtpp.session import Session, make_address
+from rtpp.media.playback.resizer import Resizer
+from rtpp.media.ports import open_media_socket
+from rtpp.media.rtp import HEADER, RtpAnalyzer
+from rtpp.media.session import Session, make_address
 
 HOST = "127.0.0.1"
 

@@ -19,10 +19,10 @@ from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.parse import parse_command
 from rtpp.config import Config
 from rtpp.control.peer import Peer
-from rtpp.housekeeping import Sweeper
-from rtpp.media import Media
-from rtpp.notify import Notifier
-from rtpp.session_table import SessionTable
+from rtpp.media.notify import Notifier
+from rtpp.media.plane import Media
+from rtpp.media.sweeper import Sweeper
+from rtpp.media.table import SessionTable
 from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from rtpp.commands import play
 from rtpp.commands.command import Play
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.play import parse_codecs
-from rtpp.session import Session
+from rtpp.media.session import Session
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import socket
 
 from rtpp.commands.command import Copy, SubCopy
 from rtpp.commands.errors import CommandError, ECode
+from rtpp.media.ports import PortsExhausted
+from rtpp.media.recording.attach import RemoteCopy
+from rtpp.media.session import Session
 from rtpp.netutil import routed_source
-from rtpp.ports import PortsExhausted
-from rtpp.recording import RemoteCopy
-from rtpp.session import Session
 
 #: A DNS name: dot-separated labels of letters, digits and hyphens.
 _HOSTNAME = re.compile(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rtpp.commands.command import Delete
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.session import Session
+from rtpp.media.session import Session
 
 
 def delete_one(sess: Session, leg: int, weak: bool, app) -> None:

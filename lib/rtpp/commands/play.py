@@ -7,7 +7,7 @@ import re
 
 from rtpp.commands.command import Play
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.player import PromptSchedule, open_prompt
+from rtpp.media.playback.player import PromptSchedule, open_prompt
 
 log = logging.getLogger(__name__)
 

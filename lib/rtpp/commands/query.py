@@ -8,7 +8,7 @@ from rtpp.commands.command import Query
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.reply import compose_subreplies, require_fit
 from rtpp.commands.update import run_subs
-from rtpp.session import Session, Stream
+from rtpp.media.session import Session, Stream
 
 DEFAULT_NAMES = ("ttl", "npkts_ina", "npkts_ino", "nrelayed", "ndropped")
 

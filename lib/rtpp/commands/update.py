@@ -24,10 +24,10 @@ from rtpp.commands.command import (
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.reply import compose_subreplies, port_reply
 from rtpp.config import ListenAddr
+from rtpp.media.playback.resizer import Resizer
+from rtpp.media.ports import PortsExhausted
+from rtpp.media.session import Session, make_address
 from rtpp.netutil import check_bindable, family_of, routed_source
-from rtpp.ports import PortsExhausted
-from rtpp.resizer import Resizer
-from rtpp.session import Session, make_address
 
 log = logging.getLogger(__name__)
 

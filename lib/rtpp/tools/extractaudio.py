@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from rtpp import g711
+from rtpp.tools import g711
 
 USAGE = """\
 usage: extractaudio [-idsne] [-F file_fmt] [-D data_fmt] rdir outfile [link1 ... linkN]

@@ -46,9 +46,9 @@ import gevent
 from gevent.event import Event
 from gevent.monkey import get_original
 
-from rtpp.ports import RCVBUF_BYTES
-from rtpp.rtp import RECORD_BYTES
-from rtpp.session import Stream
+from rtpp.media.ports import RCVBUF_BYTES
+from rtpp.media.rtp import RECORD_BYTES
+from rtpp.media.session import Stream
 from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)

@@ -9,16 +9,16 @@ import time
 
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.config import Config, ListenAddr
-from rtpp.fdbudget import FdBudget, nofile_limit
-from rtpp.notify import Notifier
-from rtpp.players import Players
-from rtpp.ports import PortAllocator, PortsExhausted, SocketPair, bind_pair
+from rtpp.media.fdbudget import FdBudget, nofile_limit
+from rtpp.media.notify import Notifier
+from rtpp.media.playback.attach import Players
+from rtpp.media.ports import PortAllocator, PortsExhausted, SocketPair, bind_pair
+from rtpp.media.recording.attach import Recording
+from rtpp.media.relay import MODE, RelayContext, StreamRelay, prepare_relay, sync_twins
+from rtpp.media.rtp import RtpAnalyzer
+from rtpp.media.session import Session, Stream
+from rtpp.media.table import SessionTable
 from rtpp.ratelimit import LogThrottle
-from rtpp.recording import Recording
-from rtpp.relay import MODE, RelayContext, StreamRelay, prepare_relay, sync_twins
-from rtpp.rtp import RtpAnalyzer
-from rtpp.session import Session, Stream
-from rtpp.session_table import SessionTable
 from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gevent
 from gevent.event import Event
 
-from rtpp.rtp import HEADER, RTP_VERSION
+from rtpp.media.rtp import HEADER, RTP_VERSION
 
 log = logging.getLogger(__name__)
 

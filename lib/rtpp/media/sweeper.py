@@ -21,8 +21,8 @@ import time
 import gevent
 from greenlet import greenlet
 
-from rtpp.relay import poll_pause
-from rtpp.session import Session
+from rtpp.media.relay import poll_pause
+from rtpp.media.session import Session
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import logging
 
 import gevent
 
-from rtpp.player import Player, PromptSchedule
-from rtpp.session import Stream
+from rtpp.media.playback.player import Player, PromptSchedule
+from rtpp.media.session import Stream
 from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from rtpp.config import Config
-from rtpp.netutil import routed_source
-from rtpp.record import (
+from rtpp.media.recording.files import (
     FileWriter,
     RecordCounters,
     Recorder,
@@ -28,7 +27,8 @@ from rtpp.record import (
     record_name,
     stream_suffix,
 )
-from rtpp.session import Session, Stream
+from rtpp.media.session import Session, Stream
+from rtpp.netutil import routed_source
 
 log = logging.getLogger(__name__)
 
