@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
+from rtpp.media.analyzer import RtpAnalyzer
+from rtpp.media.latch import RELATCH_SEQ_RANGE, UPDATE_WINDOW_S
 from rtpp.media.ports import open_media_socket
-from rtpp.media.relay import RELATCH_SEQ_RANGE, UPDATE_WINDOW_S, RelayContext, accept_source
-from rtpp.media.rtp import RtpAnalyzer
+from rtpp.media.relay import RelayContext, accept_source
 from rtpp.media.session import Session, Stream
 from rtpp.stats import Counters
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from rtpp.media import relay
+from rtpp.media.analyzer import RtpAnalyzer
 from rtpp.media.relay import RelayContext, slow_packet
-from rtpp.media.rtp import RtpAnalyzer
 from rtpp.media.session import Session, Stream
 from rtpp.stats import Counters
 

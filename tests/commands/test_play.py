@@ -72,7 +72,7 @@ def prompt(tmp_path) -> str:
 
 
 def run(app, name: str, codecs: str, call_id: str = "cid", count: int = 1) -> str:
-    return play.handle(Play(call_id, name, codecs, "ftag", "ttag", count), app, None)
+    return play.handle(Play(call_id, name, codecs, "ftag", "ttag", count), app)
 
 
 @pytest.mark.parametrize(("codecs", "pt"), [("0,,8", 0), ("+8", 8), ("18,0,,8", 0)])

@@ -23,6 +23,13 @@ SUBC_SKIPPED = " && 0"
 SUBC_RESERVE = len(SUBC_FAILED) + TAIL_BYTES
 
 SubResult = str | int | None
+#: What a handler returns: the reply body without the LF.
+Reply = str
+
+
+class FailedReply(str):
+    """A reply body that is not an `E<n>` but counts in `ncmds_errs` (L on a missing
+    session answers `0`)."""
 
 
 def ok() -> str:

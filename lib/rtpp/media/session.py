@@ -3,37 +3,35 @@
 Stream index 1 faces the party named by the session's from-tag (the "caller"), stream
 0 faces the other party. Packets from a party arrive on the socket of the stream that
 faces it and leave from the socket of the opposite stream of the same pipe.
+
+A stream owns its route: every change of what the route depends on (sockets,
+addresses, latching, recorders, copies, players, the resizer, the session's state)
+is a method here, and each ends in `Session._reroute`, the one place where routes
+change (route.py decides, the media context's driver serves the result).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtpp.config import ListenAddr
+from rtpp.media import latch
+from rtpp.media.drivers import UNDRIVEN, Driver
+from rtpp.media.latch import Address, Verdict
+from rtpp.media.route import Route, decide
+from rtpp.media.sink import Sink
 
-Address = tuple  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
+if TYPE_CHECKING:
+    from rtpp.media.playback.player import Player
+    from rtpp.media.playback.resizer import Resizer
+    from rtpp.media.rtp import RtpAnalyzer
 
-
-def make_address(family: int, host: str, port: int) -> Address:
-    """The address tuple in the exact shape recvfrom() returns, so `==` compares sources."""
-    if family == socket.AF_INET6:
-        # recvfrom() carries the zone only as the scope id, never in the host text.
-        addr, _, scope = host.partition("%")
-        text = socket.inet_ntop(family, socket.inet_pton(family, addr))
-        return (text, port, 0, _scope_id(scope))
-    return (host, port)
-
-
-def _scope_id(scope: str) -> int:
-    """The interface index of an IPv6 zone (`fe80::1%eth0`, `%2`); 0 when absent or gone."""
-    if scope.isdigit():
-        return int(scope)
-    try:
-        return socket.if_nametoindex(scope) if scope else 0
-    except OSError:
-        return 0
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, eq=False)
@@ -43,25 +41,26 @@ class Stream:
     is_rtp: bool
     # What the relay reads for each packet, kept together at the start of the object.
     # Fast path: a packet from `fast_src` needs no checks and goes out as
-    # `fwd(data, fwd_dst)`; `fast_src` is None unless `Session.refresh_fast` allows it.
+    # `fwd(data, fwd_dst)`; `fast_src` is None unless the stream's route is PLAIN.
     fast_src: Address | None = None
-    # A second socket on the same local port, connected to the latched source (relay.py,
+    # A second socket on the same local port, connected to the latched source (twins.py,
     # epoll driver, `twin_dst` below): the kernel sorts that source's packets onto it,
     # and `tfwd(data)` sends the other way through the peer's one.
-    twin: Any = None
-    tfwd: Any = None
-    analyzer: Any = None  # rtp.RtpAnalyzer for RTP streams
+    twin: socket.socket | None = None
+    tfwd: Callable[[Any], int] | None = None
+    analyzer: RtpAnalyzer | None = None  # on RTP streams
     # The fast path of a stream without an analyzer (RTCP) counts its packets here; an
     # analyzer counts those it is fed, so an RTP stream's fast path counts nothing more.
     nfast_rtcp: int = 0
-    fwd: Any = None
+    fwd: Callable[[Any, Address], int] | None = None
     fwd_dst: Address | None = None
     peer: Stream = None  # type: ignore[assignment]  # opposite stream of the same pipe
+    route: Route = Route.FULL
     laddr: ListenAddr | None = None
-    sock: Any = None  # a bound non-blocking socket once the leg has ports
+    sock: socket.socket | None = None  # a bound non-blocking socket once the leg has ports
     port: int = 0
     local: tuple = ()  # (host, port) the socket is bound to
-    # Remote party.
+    # Remote party (latch.py reads and writes these).
     remote: Address | None = None
     latched: bool = False
     learned: bool = False  # remote came from packets: commands never override it
@@ -79,16 +78,14 @@ class Stream:
     nignored: int = 0
     nplayer_drop: int = 0  # accepted but dropped for an active player (no TTL refresh)
     ttl_mark: int = 0  # npkts_in - nplayer_drop at the last sweep
-    longest_ipi: float = 0.0
-    # Attachments.
-    recorder: Any = None
-    copier: Any = None  # remote copy (udp) or local copy recorder
-    resizer: Any = None
-    player: Any = None
+    # Attachments: set only through the methods below.
+    recorder: Sink | None = None
+    copier: Sink | None = None  # remote copy, mirror or local copy recorder
+    resizer: Resizer | None = None
+    player: Player | None = None  # plays to the party this stream faces
     codecs: str | None = None
     ptime_ms: int = 0
     weak: bool = False
-    relay: Any = None  # relay.StreamRelay owning the socket
 
     @property
     def has_ports(self) -> bool:
@@ -115,6 +112,96 @@ class Stream:
     def nrelayed(self) -> int:
         return self.slow_relayed + self.nfast - self.nfast_unsent
 
+    @property
+    def kind(self) -> str:
+        return "RTP" if self.is_rtp else "RTCP"
+
+    # The socket: bound by the media plane, read by the session's driver.
+
+    def open(self, sock: socket.socket, laddr: ListenAddr) -> None:
+        """Take `sock` (bound on `laddr`) as this stream's socket; the driver reads it."""
+        self.sock = sock
+        self.local = sock.getsockname()[:2]
+        self.port = self.local[1]
+        self.laddr = laddr
+        self.session.driver.watch(self)
+        self.session._reroute()
+
+    def close(self) -> None:
+        """Stop reading and close the socket (the port goes back to its allocator)."""
+        sock = self.sock
+        if sock is None:
+            return
+        self.session.driver.unwatch(self)
+        self.sock = None
+        sock.close()
+        self.session._reroute()
+
+    def set_tos(self, tos: int) -> None:
+        if self.sock is not None and self.laddr is not None:
+            if self.laddr.family == socket.AF_INET:
+                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+    # Latching, packet side (the controller side is Session.update_leg).
+
+    def take_source(self, src: Address, verdict: Verdict) -> None:
+        """Apply what latch.judge_packet said of a packet from `src` (not ACCEPT or DROP)."""
+        if verdict is Verdict.CONFIRM:
+            self.latched = True
+        else:
+            old = self.remote[:2] if self.remote is not None else None
+            log.info(
+                "%s leg %d %s %s (was %s)",
+                self.kind,
+                self.index,
+                verdict.value,
+                src[:2],
+                old,
+                extra=self.session.log_ctx,
+            )
+            rtcp = self.session.rtcp.streams[self.index] if self.is_rtp else None
+            latch.learn(self, src, rtcp)
+        self.session._reroute()
+
+    # Sinks and the resizer: what the stream receives, besides the other party.
+
+    def attach_recorder(self, sink: Sink) -> None:
+        self._put("recorder", sink)
+
+    def attach_copier(self, sink: Sink) -> None:
+        self._put("copier", sink)
+
+    def detach_recorder(self) -> bool:
+        return self._put("recorder", None)
+
+    def detach_copier(self) -> bool:
+        return self._put("copier", None)
+
+    def _put(self, slot: str, sink: Sink | None) -> bool:
+        """Replace the sink in `slot` (releasing the old one); True if there was one."""
+        old = getattr(self, slot)
+        if old is not None:
+            old.release()
+        setattr(self, slot, sink)
+        self.session._reroute()
+        return old is not None
+
+    def attach_resizer(self, resizer: Resizer) -> None:
+        self.resizer = resizer
+        self.session._reroute()
+
+    def detach_resizer(self) -> Resizer | None:
+        resizer = self.resizer
+        self.resizer = None
+        self.session._reroute()
+        return resizer
+
+    # The player: what the party this stream faces hears instead of the other party.
+
+    def set_player(self, player: Player | None) -> None:
+        self.player = player
+        self.session._reroute()
+
 
 @dataclass(slots=True, eq=False)
 class Pipe:
@@ -139,7 +226,8 @@ class Session:
     deleted: bool = False
     seq: int = 0  # creation order within the table
     allow_fast: bool = True  # False when every packet needs the full path (-2)
-    on_route: Any = None  # called after every refresh_fast (the relay's socket upkeep)
+    #: Reads the streams' sockets and serves their routes (the media context's driver).
+    driver: Driver = UNDRIVEN
     rcvd_mark: int = 0  # packets read (nrcvd of every stream) when the sweeper last looked
 
     def __post_init__(self) -> None:
@@ -186,29 +274,44 @@ class Session:
             self.ttl_max[i] = value
             self.ttl[i] = value
 
-    def refresh_fast(self) -> None:
-        """Recompute each stream's fast-path route after any state change."""
+    # State changes that move routes.
+
+    def mark_complete(self) -> None:
+        self.complete = True
+        self._reroute()
+
+    def mark_deleted(self) -> None:
+        self.deleted = True
+        self._reroute()
+
+    def update_leg(
+        self,
+        index: int,
+        remote: tuple[str, int] | None,
+        family: int,
+        hold: bool,
+        asymmetric: bool,
+        codecs: str | None,
+    ) -> None:
+        """What a U/L says about leg `index`'s party: its address `(host, port)` (RTCP at
+        port + 1; None leaves it), whether it is on hold, symmetry and codecs."""
+        rtp, rtcp = self.leg(index)
+        if remote is not None:
+            latch.command_remote(rtp, rtcp, *remote, family, hold, time.monotonic())
+        rtp.asymmetric = rtcp.asymmetric = asymmetric
+        rtp.codecs = codecs
+        self._reroute()
+
+    def _reroute(self) -> None:
+        """Recompute every stream's route (route.decide) and have the driver serve them.
+
+        The single point where routes change: the driver (drivers.py) installs the
+        user-space fast path of PLAIN streams; a kernel engine hooks in here too, as
+        the session's driver.
+        """
         for st in self.streams():
-            peer = st.peer
-            fast = (
-                self.allow_fast
-                and self.complete
-                and not self.deleted
-                and st.latched
-                and st.remote is not None
-                and not st.asymmetric
-                and peer.sock is not None
-                and peer.remote is not None
-                and peer.player is None
-                and st.recorder is None
-                and st.copier is None
-                and st.resizer is None
-            )
-            st.fast_src = st.remote if fast else None
-            st.fwd = peer.sock.sendto if fast else None
-            st.fwd_dst = peer.remote if fast else None
-        if self.on_route is not None:
-            self.on_route(self)
+            st.route = decide(st)
+        self.driver.apply_routes(self)
 
 
 def _make_pipe(session: Session, is_rtp: bool) -> Pipe:
