@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rtpp.commands import command as c
 from rtpp.commands import (
     copy,
     delete,
@@ -22,43 +23,10 @@ from rtpp.commands import (
     update,
     version,
 )
-from rtpp.commands.command import (
-    Command,
-    Copy,
-    Delete,
-    DeleteAll,
-    Info,
-    NoRecord,
-    ParseContext,
-    Play,
-    Query,
-    Record,
-    Stats,
-    StopPlay,
-    Update,
-    Version,
-    VersionFeature,
-)
+from rtpp.commands import parse as p
+from rtpp.commands.command import Command, ParseContext
 from rtpp.commands.context import Context
-from rtpp.commands.parse import (
-    FEATURE_CHECK,
-    CommandSpec,
-    build_copy,
-    build_delete,
-    build_delete_all,
-    build_info,
-    build_lookup,
-    build_norecord,
-    build_play,
-    build_query,
-    build_record,
-    build_stats,
-    build_stop_play,
-    build_update,
-    build_version,
-    build_version_feature,
-    parse_with,
-)
+from rtpp.commands.parse import FEATURE_CHECK, CommandSpec
 from rtpp.commands.reply import Reply
 
 Handler = Callable[[Any, Context], Reply]
@@ -73,25 +41,25 @@ class Entry:
 
 # fmt: off
 REGISTRY: dict[str, Entry] = {
-    "u": Entry(CommandSpec("update", 5, 8, True, True, build_update), Update, update.handle),
-    "l": Entry(CommandSpec("lookup", 5, 6, True, True, build_lookup), Update, update.handle),
-    "d": Entry(CommandSpec("delete", 3, 4, True, False, build_delete), Delete, delete.handle),
-    "p": Entry(CommandSpec("play", 5, 6, True, False, build_play), Play, play.handle),
-    "s": Entry(CommandSpec("noplay", 3, 4, False, False, build_stop_play), StopPlay,
+    "u": Entry(CommandSpec("update", 5, 8, True, True, p.build_update), c.Update, update.handle),
+    "l": Entry(CommandSpec("lookup", 5, 6, True, True, p.build_lookup), c.Update, update.handle),
+    "d": Entry(CommandSpec("delete", 3, 4, True, False, p.build_delete), c.Delete, delete.handle),
+    "p": Entry(CommandSpec("play", 5, 6, True, False, p.build_play), c.Play, play.handle),
+    "s": Entry(CommandSpec("noplay", 3, 4, False, False, p.build_stop_play), c.StopPlay,
                stop_play.handle),
-    "r": Entry(CommandSpec("record", 3, 4, True, False, build_record), Record, record.handle),
-    "c": Entry(CommandSpec("copy", 4, 5, True, False, build_copy), Copy, copy.handle),
-    "n": Entry(CommandSpec("norecord", 3, 4, True, False, build_norecord), NoRecord,
+    "r": Entry(CommandSpec("record", 3, 4, True, False, p.build_record), c.Record, record.handle),
+    "c": Entry(CommandSpec("copy", 4, 5, True, False, p.build_copy), c.Copy, copy.handle),
+    "n": Entry(CommandSpec("norecord", 3, 4, True, False, p.build_norecord), c.NoRecord,
                norecord.handle),
-    "q": Entry(CommandSpec("query", 3, 15, True, True, build_query), Query, query.handle),
-    "g": Entry(CommandSpec("get_stats", 1, 30, True, False, build_stats), Stats, stats.handle),
-    "i": Entry(CommandSpec("get_info", 1, 1, True, False, build_info), Info, info.handle),
-    "x": Entry(CommandSpec("delete_all", 1, 1, False, False, build_delete_all), DeleteAll,
+    "q": Entry(CommandSpec("query", 3, 15, True, True, p.build_query), c.Query, query.handle),
+    "g": Entry(CommandSpec("get_stats", 1, 30, True, False, p.build_stats), c.Stats, stats.handle),
+    "i": Entry(CommandSpec("get_info", 1, 1, True, False, p.build_info), c.Info, info.handle),
+    "x": Entry(CommandSpec("delete_all", 1, 1, False, False, p.build_delete_all), c.DeleteAll,
                delete_all.handle),
-    "v": Entry(CommandSpec("get_version", 1, 1, False, False, build_version), Version,
+    "v": Entry(CommandSpec("get_version", 1, 1, False, False, p.build_version), c.Version,
                version.handle),
-    FEATURE_CHECK: Entry(CommandSpec("feature_check", 2, 2, False, False, build_version_feature),
-                         VersionFeature, version.handle_feature),
+    FEATURE_CHECK: Entry(CommandSpec("feature_check", 2, 2, False, False, p.build_version_feature),
+                         c.VersionFeature, version.handle_feature),
 }
 # fmt: on
 
@@ -103,4 +71,4 @@ HANDLERS: dict[type, Handler] = {entry.command: entry.handler for entry in REGIS
 
 def parse_command(line: bytes, ctx: ParseContext) -> Command:
     """Parse one control command (without the UDP cookie); raises CommandError."""
-    return parse_with(line, ctx, SPECS)
+    return p.parse_with(line, ctx, SPECS)

@@ -91,6 +91,16 @@ def _set_bits(seen: bytearray, start: int, count: int) -> None:
         start = 0
 
 
+def _synced(attr: str) -> property:
+    """A result that is read after the deferred packets are analysed."""
+
+    def read(self: RtpAnalyzer):
+        self.sync()
+        return getattr(self, attr)
+
+    return property(read)
+
+
 @dataclass(slots=True)
 class RtpAnalyzer:
     """Per-stream RTP statistics; ``feed`` is called for each received RTP packet.
@@ -164,31 +174,13 @@ class RtpAnalyzer:
         """Packets given to ``feed`` or deferred, whatever they were."""
         return self._max - self._fed_gap + len(self.pending) // RECORD_BYTES
 
-    @property
-    def last_ssrc(self) -> int | None:
-        self.sync()
-        return self._last_ssrc
-
-    @property
-    def last_seq(self) -> int | None:
-        self.sync()
-        return self._last_seq
-
-    @property
-    def longest_ipi(self) -> float:
-        """Longest interval between two fed packets, seconds."""
-        self.sync()
-        return self._longest_ipi
-
-    @property
-    def ssrc_changes(self) -> int:
-        self.sync()
-        return self._ssrc_changes
-
-    @property
-    def jmax(self) -> float:
-        self.sync()
-        return self._jmax
+    # Results: each analyses what was deferred before it is read.
+    last_ssrc = _synced("_last_ssrc")
+    last_seq = _synced("_last_seq")
+    #: Longest interval between two fed packets, seconds.
+    longest_ipi = _synced("_longest_ipi")
+    ssrc_changes = _synced("_ssrc_changes")
+    jmax = _synced("_jmax")
 
     @property
     def _count(self) -> int:
