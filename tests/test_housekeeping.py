@@ -13,9 +13,8 @@ from gevent import socket as gsocket
 
 from rtpp.app import App
 from rtpp.control.peer import Peer
-from rtpp.media import sweeper as housekeeping
-from rtpp.media.session import Session
-from rtpp.media.sweeper import (
+from rtpp.media import housekeeping
+from rtpp.media.housekeeping import (
     OVERLOAD_HIGH,
     OVERLOAD_LOW,
     leg_active,
@@ -23,6 +22,7 @@ from rtpp.media.sweeper import (
     tick,
     update_overload,
 )
+from rtpp.media.session import Session
 
 
 def session(ttl: int, complete: bool = True) -> Session:

@@ -6,10 +6,10 @@ import struct
 
 import pytest
 
+from rtpp.media.housekeeping import leg_active
 from rtpp.media.playback.resizer import Resizer
 from rtpp.media.relay import RelayContext, slow_packet
 from rtpp.media.session import Session, Stream
-from rtpp.media.sweeper import leg_active
 from rtpp.stats import Counters
 
 NOW = 1000.0

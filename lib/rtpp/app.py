@@ -21,9 +21,9 @@ from rtpp.commands.reply import FailedReply
 from rtpp.config import Config
 from rtpp.control.peer import Peer
 from rtpp.media.errors import MediaError
+from rtpp.media.housekeeping import Sweeper
+from rtpp.media.media import Media
 from rtpp.media.notify import Notifier
-from rtpp.media.plane import Media
-from rtpp.media.sweeper import Sweeper
 from rtpp.media.table import SessionTable
 from rtpp.stats import Counters
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from rtpp.config import Config
 from rtpp.control.peer import Peer
+from rtpp.media.media import Media
 from rtpp.media.notify import Notifier
-from rtpp.media.plane import Media
 from rtpp.media.table import SessionTable
 from rtpp.stats import Counters
 

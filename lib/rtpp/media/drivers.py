@@ -2,7 +2,7 @@
 
 One driver per process, chosen once at start-up from the configuration
 (`Config.relay_driver`, which cli.py reads from the RTPP_RELAY environment variable)
-and owned by the media plane (plane.Media.driver). Every session points at it
+and owned by the media plane (media.Media.driver). Every session points at it
 (`Session.driver`), and `Session._reroute` hands it each route change
 (`apply_routes`). All drivers share one interface:
 

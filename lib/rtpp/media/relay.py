@@ -82,7 +82,7 @@ def slow_packet(st: Stream, view, n: int, src: tuple, now: float, ctx: RelayCont
         st.analyzer.feed(data, now)
     if st.peer.player is not None:
         # The other party listens to a prompt: dropped as received, before the
-        # resizer, and not activity for the session timer (sweeper.leg_active).
+        # resizer, and not activity for the session timer (housekeeping.leg_active).
         st.ndropped += 1
         st.nplayer_drop += 1
         counters["npkts_discard"] += 1

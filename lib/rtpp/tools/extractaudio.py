@@ -180,7 +180,7 @@ def _ip_udp_payload(frame: bytes, ip_at: int) -> tuple[bytes, Endpoint] | None:
     version = frame[ip_at] >> 4
     if version == 4:
         ihl = (frame[ip_at] & 0x0F) * 4
-        if len(frame) < ip_at + ihl + 8 or frame[ip_at + 9] != 17 or ihl < 20:
+        if ihl < 20 or len(frame) < ip_at + ihl + 8 or frame[ip_at + 9] != 17:
             return None
         udp_at = ip_at + ihl
         dst_ip = frame[ip_at + 16 : ip_at + 20]
