@@ -11,7 +11,7 @@ import struct
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from rtpp.media.recording import files as record
+from rtpp.media.recording import record
 from rtpp.tools import extractaudio as ea
 
 SETTINGS = settings(max_examples=150, deadline=None)

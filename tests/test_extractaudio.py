@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from rtpp.media.recording.files import WRITER, Recorder, RecordFormat
+from rtpp.media.recording.record import WRITER, Recorder, RecordFormat
 from rtpp.tools import g711
 from rtpp.tools.extractaudio import main
 

@@ -8,7 +8,7 @@ Where a counter lives (`Home`):
   `of_stream`; the media plane folds a stream's value into `Counters.values` when
   its session ends (a resizer's, when the resizer goes), and `G`/`I` add the live
   streams' part;
-* RECORDING: the recording writer's own counters (media/recording/files.py);
+* RECORDING: the recording writer's own counters (media/recording/record.py);
 * SESSION: a per-session figure that only `Q` reports, read with `of_session`.
 
 `G` reports PROCESS, STREAM and RECORDING counters; `Q` those marked `in_q`, from the

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from rtpp.config import Config
-from rtpp.media.recording.files import (
+from rtpp.media.recording.record import (
     FileWriter,
     RecordCounters,
     Recorder,
