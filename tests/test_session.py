@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from rtpp.media.analyzer import RtpAnalyzer
+from rtpp.media.drivers import UserSpaceDriver
 from rtpp.media.latch import make_address
 from rtpp.media.playback.resizer import Resizer
 from rtpp.media.ports import open_media_socket
@@ -205,6 +206,7 @@ def routed_session(sockets) -> tuple[Session, object, object]:
     Returns (session, party A's socket, party B's socket): A faces leg 1, B faces leg 0.
     """
     sess = new_session()
+    sess.driver = UserSpaceDriver()  # serves the routes, reads nothing
     sess.complete = True
     party_a, party_b = sockets(), sockets()
     for st in sess.rtp.streams:

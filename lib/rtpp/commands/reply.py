@@ -51,11 +51,6 @@ def port_reply(port: int, addr_text: str | None, ipv6: bool) -> str:
     return f"{port} {addr_text} 6" if ipv6 else f"{port} {addr_text}"
 
 
-def cookie_overhead(cookie: bytes | None) -> int:
-    """Bytes the UDP cookie prefix (`<cookie> `) takes in the reply buffer."""
-    return len(cookie) + 1 if cookie else 0
-
-
 def body_len(text: str) -> int:
     return len(text.encode("latin-1", "replace"))
 

@@ -24,8 +24,7 @@ from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.pool import Group
 
-from rtpp.commands.reply import cookie_overhead
-from rtpp.control.peer import Peer
+from rtpp.control.peer import Peer, cookie_overhead
 from rtpp.control.rcache import ReplyCache
 from rtpp.control.spec import ControlSpec
 from rtpp.daemon import chown_socket, socket_in_use, socket_inode, unlink_socket

@@ -61,11 +61,11 @@ def poll_pause(load: float) -> float:
     return min(POLL_PAUSE_MAX_S, POLL_PAUSE_PER_LOAD_S * max(0.0, load))
 
 
-class Driver:
-    """The interface, and the driver of sessions outside a media plane (unit tests):
-    it reads nothing and serves PLAIN routes with the user-space fast path."""
+class UserSpaceDriver:
+    """The part every driver shares (route.Driver is the interface): PLAIN routes are
+    served by the user-space fast path. It reads no socket itself."""
 
-    name = "none"
+    name = "user space"
 
     def watch(self, st: Stream) -> None:
         """Start reading `st.sock`."""
@@ -87,10 +87,7 @@ class Driver:
         """Release what the driver holds (after every stream is closed)."""
 
 
-UNDRIVEN = Driver()
-
-
-class GreenletDriver(Driver):
+class GreenletDriver(UserSpaceDriver):
     """A greenlet per stream that waits on its socket and drains it."""
 
     name = "greenlet"
@@ -122,7 +119,7 @@ class GreenletDriver(Driver):
                     break
 
 
-class EpollDriver(Driver):
+class EpollDriver(UserSpaceDriver):
     """One epoll set for every media socket, drained from a single hub I/O watcher.
 
     Forwarding then costs no greenlet switch and one watcher callback per loop
@@ -285,9 +282,9 @@ class EpollDriver(Driver):
         self.last_end = end
 
 
-DRIVERS: dict[str, type[Driver]] = {"epoll": EpollDriver, "greenlet": GreenletDriver}
+DRIVERS: dict[str, type[UserSpaceDriver]] = {"epoll": EpollDriver, "greenlet": GreenletDriver}
 
 
-def make_driver(name: str, ctx: RelayContext) -> Driver:
+def make_driver(name: str, ctx: RelayContext) -> UserSpaceDriver:
     """The driver `name` ("epoll" or "greenlet"); its descriptors belong to the baseline."""
     return DRIVERS[name](ctx)

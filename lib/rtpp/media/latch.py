@@ -21,14 +21,27 @@ from __future__ import annotations
 
 import socket
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from rtpp.media.analyzer import RtpAnalyzer
 from rtpp.media.rtp import HEADER, RTP_HEADER_LENGTH, RTP_VERSION
 
-if TYPE_CHECKING:
-    from rtpp.media.session import Stream
-
 Address = tuple  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
+
+
+class Leg(Protocol):
+    """A leg's latch state: the fields of media.session.Stream read and written here."""
+
+    is_rtp: bool
+    analyzer: RtpAnalyzer | None
+    remote: Address | None
+    latched: bool
+    learned: bool  # remote came from packets: commands never override it
+    asymmetric: bool
+    on_hold: bool
+    cmd_remote: Address | None  # the last address a command supplied
+    cmd_changed_at: float  # monotonic time a command last changed the address
+
 
 #: A command that changed a leg's address lets a new source take the leg over for this long.
 UPDATE_WINDOW_S = 10.0
@@ -75,7 +88,7 @@ def _scope_id(scope: str) -> int:
 
 
 def command_remote(
-    rtp: Stream, rtcp: Stream, host: str, port: int, family: int, hold: bool, now: float
+    rtp: Leg, rtcp: Leg, host: str, port: int, family: int, hold: bool, now: float
 ) -> None:
     """A U/L names the leg's party `host port` (RTCP at port + 1; 0.0.0.0 puts it on hold)."""
     if hold:
@@ -86,7 +99,7 @@ def command_remote(
         set_by_command(rtcp, make_address(family, host, port + 1), now)
 
 
-def set_by_command(st: Stream, addr: Address, now: float) -> None:
+def set_by_command(st: Leg, addr: Address, now: float) -> None:
     st.on_hold = False
     if moves_leg(st, addr):
         st.cmd_changed_at = now
@@ -97,7 +110,7 @@ def set_by_command(st: Stream, addr: Address, now: float) -> None:
     st.latched = False
 
 
-def moves_leg(st: Stream, addr: Address) -> bool:
+def moves_leg(st: Leg, addr: Address) -> bool:
     """True if `addr` is news for a leg that already has an address (a re-INVITE moving
     it): only then may a new source re-latch the leg for a while (rule 3)."""
     return addr != st.cmd_remote and st.remote is not None and addr != st.remote
@@ -106,7 +119,7 @@ def moves_leg(st: Stream, addr: Address) -> bool:
 # The packet side.
 
 
-def judge_packet(st: Stream, data, n: int, src: Address, now: float, strict: bool) -> Verdict:
+def judge_packet(st: Leg, data, n: int, src: Address, now: float, strict: bool) -> Verdict:
     """What a packet (`n` bytes of `data`) from `src`, arriving at `now`, does to leg `st`."""
     remote = st.remote
     if remote is None:
@@ -122,7 +135,7 @@ def judge_packet(st: Stream, data, n: int, src: Address, now: float, strict: boo
     return Verdict.RELATCH
 
 
-def may_relatch(st: Stream, data, n: int, now: float) -> bool:
+def may_relatch(st: Leg, data, n: int, now: float) -> bool:
     """A latched RTP leg moves only after a changed command address or for its own SSRC."""
     if not st.is_rtp or n < RTP_HEADER_LENGTH:
         return False
@@ -140,7 +153,7 @@ def may_relatch(st: Stream, data, n: int, now: float) -> bool:
     return min(dist, 0x10000 - dist) <= RELATCH_SEQ_RANGE
 
 
-def learn(st: Stream, src: Address, rtcp: Stream | None) -> None:
+def learn(st: Leg, src: Address, rtcp: Leg | None) -> None:
     """Latch `st` to `src`; for an RTP leg, point its RTCP leg `rtcp` at port + 1."""
     st.remote = src
     st.latched = True
@@ -149,7 +162,7 @@ def learn(st: Stream, src: Address, rtcp: Stream | None) -> None:
         guess_rtcp(rtcp, src)
 
 
-def guess_rtcp(rtcp: Stream, src: Address) -> None:
+def guess_rtcp(rtcp: Leg, src: Address) -> None:
     """After an RTP source is learned, the RTCP leg expects port+1 of the same host."""
     port = src[1]
     if port >= 65535 or rtcp.learned:

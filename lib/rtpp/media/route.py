@@ -14,10 +14,7 @@ through a method of the stream or session that ends in it.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rtpp.media.session import Stream
+from typing import Any, Protocol
 
 
 class Route(IntEnum):
@@ -25,7 +22,50 @@ class Route(IntEnum):
     PLAIN = 1
 
 
-def decide(st: Stream) -> Route:
+class SessionState(Protocol):
+    allow_fast: bool
+    complete: bool
+    deleted: bool
+
+    def streams(self) -> tuple[StreamState, ...]: ...
+
+
+class StreamState(Protocol):
+    """What the decision reads of a stream (media.session.Stream)."""
+
+    session: SessionState
+    peer: StreamState
+    route: Route
+    latched: bool
+    asymmetric: bool
+    remote: tuple | None
+    sock: Any
+    player: Any
+    recorder: Any
+    copier: Any
+    resizer: Any
+
+
+class Driver(Protocol):
+    """What serves the routes: the media context's driver (drivers.py), which reads the
+    stream sockets too. A kernel engine serving PLAIN streams takes this place."""
+
+    name: str
+
+    def watch(self, st: Any) -> None:
+        """Start reading the stream's socket."""
+
+    def unwatch(self, st: Any) -> None:
+        """Stop reading the stream's socket (the stream closes it)."""
+
+    def apply_routes(self, sess: Any) -> None:
+        """Serve each stream of `sess` by the `route` just decided for it."""
+
+    def close(self) -> None:
+        """Release what the driver holds (after every stream is closed)."""
+
+
+def decide(st: StreamState) -> Route:
     """The route of the packets `st` receives (and sends on from its peer's socket)."""
     sess = st.session
     peer = st.peer

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from rtpp.config import ListenAddr
 from rtpp.media import latch
-from rtpp.media.drivers import UNDRIVEN, Driver
 from rtpp.media.latch import Address, Verdict
-from rtpp.media.route import Route, decide
+from rtpp.media.route import Driver, Route, decide
 from rtpp.media.sink import Sink
 
 if TYPE_CHECKING:
@@ -124,7 +123,9 @@ class Stream:
         self.local = sock.getsockname()[:2]
         self.port = self.local[1]
         self.laddr = laddr
-        self.session.driver.watch(self)
+        driver = self.session.driver
+        if driver is not None:
+            driver.watch(self)
         self.session._reroute()
 
     def close(self) -> None:
@@ -132,7 +133,9 @@ class Stream:
         sock = self.sock
         if sock is None:
             return
-        self.session.driver.unwatch(self)
+        driver = self.session.driver
+        if driver is not None:
+            driver.unwatch(self)
         self.sock = None
         sock.close()
         self.session._reroute()
@@ -226,8 +229,9 @@ class Session:
     deleted: bool = False
     seq: int = 0  # creation order within the table
     allow_fast: bool = True  # False when every packet needs the full path (-2)
-    #: Reads the streams' sockets and serves their routes (the media context's driver).
-    driver: Driver = UNDRIVEN
+    #: Reads the streams' sockets and serves their routes: the media context's driver
+    #: (drivers.py). None outside a media plane (unit tests): routes are decided only.
+    driver: Driver | None = None
     rcvd_mark: int = 0  # packets read (nrcvd of every stream) when the sweeper last looked
 
     def __post_init__(self) -> None:
@@ -311,7 +315,8 @@ class Session:
         """
         for st in self.streams():
             st.route = decide(st)
-        self.driver.apply_routes(self)
+        if self.driver is not None:
+            self.driver.apply_routes(self)
 
 
 def _make_pipe(session: Session, is_rtp: bool) -> Pipe:
