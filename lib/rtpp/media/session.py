@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtpp.config import ListenAddr
 from rtpp.media import latch
+from rtpp.media.analyzer import RtpAnalyzer
 from rtpp.media.latch import Address, Verdict
 from rtpp.media.route import Driver, Route, decide
 from rtpp.media.sink import Sink
@@ -28,7 +29,6 @@ from rtpp.media.sink import Sink
 if TYPE_CHECKING:
     from rtpp.media.playback.player import Player
     from rtpp.media.playback.resizer import Resizer
-    from rtpp.media.rtp import RtpAnalyzer
 
 log = logging.getLogger(__name__)
 
