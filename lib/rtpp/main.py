@@ -22,7 +22,8 @@ from rtpp.control.spec import parse_spec
 from rtpp.handoff import carrier, receiver, sender
 from rtpp.handoff.archive import pin_archive
 from rtpp.handoff.successor import Executable, service_pid
-from rtpp.notify import NotifyConfigError
+from rtpp.media.notify import NotifyConfigError
+from rtpp.spawn import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,9 @@ class Daemon:
         if not sdnotify.notify(f"MAINPID={os.getpid()}\nREADY=1\nSTATUS={SERVING_STATUS}"):
             return
         if service_pid() != os.getpid():
-            gevent.spawn(self._main_pid_to_bootloader, parent_of(os.getppid()))
+            spawn_logged(
+                self._main_pid_to_bootloader, parent_of(os.getppid()), name="main_pid_to_bootloader"
+            )
 
     def _main_pid_to_bootloader(self, old_parent: int | None) -> None:
         bootloader = os.getppid()
@@ -261,7 +264,7 @@ class Daemon:
             log.error("live handoff refused: the executable is unknown; this process serves on")
             return
         log.info("got SIGUSR2, handing over to a new process of %s", self.executable.program)
-        self._handoff = gevent.spawn(self._run_handoff)
+        self._handoff = spawn_logged(self._run_handoff, name="handoff")
 
     def _run_handoff(self) -> None:
         try:

@@ -30,13 +30,13 @@ from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.pool import Group
 
-from rtpp.commands.reply import cookie_overhead
-from rtpp.control.peer import Peer
+from rtpp.control.peer import Peer, cookie_overhead
 from rtpp.control.rcache import ReplyCache
 from rtpp.control.spec import ControlSpec
 from rtpp.daemon import chown_socket, socket_in_use, socket_inode, unlink_socket
 from rtpp.ratelimit import LogThrottle
 from rtpp.sdnotify import listen_fds
+from rtpp.spawn import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,6 @@ class BindError(Exception):
 
 def encode_reply(text: str) -> bytes:
     return text.encode("latin-1", "replace")
-
-
-def _spawn(func: Callable, *args, group: Group | None = None) -> Greenlet:
-    greenlet = Greenlet(func, *args)
-    greenlet.link_exception(_log_crash)
-    if group is not None:
-        group.add(greenlet)
-    greenlet.start()
-    return greenlet
-
-
-def _log_crash(greenlet: Greenlet) -> None:
-    log.error("control greenlet %r crashed", greenlet, exc_info=greenlet.exc_info)
 
 
 class Paused(gevent.GreenletExit):
@@ -124,7 +111,7 @@ class Listener(ABC):
             return
         self.bind()
         self.app = app
-        self._loop = _spawn(self._serve_loop)
+        self._loop = spawn_logged(self._serve_loop, name=f"serve_loop {self.spec.text}")
 
     @abstractmethod
     def _serve_loop(self) -> None:
@@ -183,7 +170,7 @@ class Listener(ABC):
         if self.closed or self.app is None:
             return
         if self._loop is None or self._loop.dead:
-            self._loop = _spawn(self._serve_loop)
+            self._loop = spawn_logged(self._serve_loop, name=f"serve_loop {self.spec.text}")
 
     def export(self, add_fd: Callable[[int], int]) -> dict:
         """This listener's sockets and state for the next process (after `pause`)."""
@@ -465,12 +452,9 @@ class StreamListener(Listener):
         self._serve_client(StreamClient(conn), addr)
 
     def _serve_client(self, client: StreamClient, addr) -> None:
-        greenlet = Greenlet(self._client, client, addr)
-        greenlet.link_exception(_log_crash)
+        greenlet = spawn_logged(self._client, client, addr, name="client_loop", group=self._clients)
         greenlet.rawlink(self._forget)
         self._active[greenlet] = client
-        self._clients.add(greenlet)
-        greenlet.start()
 
     def _drop_one(self, why: str) -> bool:
         """Close the connection eviction picks (see the class docstring); False if none."""

@@ -7,7 +7,8 @@ old process writes out its buffers first). Players continue their schedule: time
 are CLOCK_MONOTONIC, which every process of one boot shares.
 
 The old process: `refusal`, `quiesce` (stop reading, flush), `snapshot`, `resume`.
-The new one: `restore` (nothing runs yet), then `activate` after GO.
+The new one: `restore` (its driver paused: nothing is read yet), then `activate`
+after GO.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 import gevent
 from gevent.event import Event
 
-from rtpp.commands.copy import StreamMirror
 from rtpp.config import ListenAddr
 from rtpp.handoff.protocol import IDLE_TIMEOUT_S, HandoffFailed
 from rtpp.handoff.state import (
@@ -32,14 +32,15 @@ from rtpp.handoff.state import (
     load_fields,
     slot_names,
 )
-from rtpp.notify import Target
-from rtpp.player import PromptSchedule
-from rtpp.record import IP_ID, Recorder, RecordFormat, make_writer
-from rtpp.recording import RemoteCopy, RoutedLocal, SwappedRtcp
-from rtpp.relay import MODE, StreamRelay, dispatcher, sync_twins
-from rtpp.resizer import Resizer, _Queued
-from rtpp.rtp import RtpAnalyzer, RtpPacket
-from rtpp.session import Session, Stream
+from rtpp.media.analyzer import RtpAnalyzer
+from rtpp.media.notify import Target
+from rtpp.media.playback.player import PromptSchedule
+from rtpp.media.playback.resizer import Resizer, _Queued
+from rtpp.media.recording.attach import RoutedLocal, SwappedRtcp
+from rtpp.media.recording.copy import RemoteCopy, StreamMirror
+from rtpp.media.recording.record import IP_ID, Recorder, RecordFormat, make_writer
+from rtpp.media.rtp import RtpPacket
+from rtpp.media.session import Session, Stream
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +91,10 @@ def _streams(app):
         yield from sess.streams()
 
 
-def _relay(app):
-    return dispatcher(app.media.ctx)
-
-
 # ----------------------------------------------------------------- old process
 
 
 def refusal(app) -> str | None:
-    if MODE == "greenlet":
-        return "the greenlet relay driver (RTPP_RELAY=greenlet) cannot be handed over"
     for st in _streams(app):
         for att in (st.recorder, st.copier):
             if att is None or isinstance(att, RECORDER_KINDS):
@@ -111,7 +106,7 @@ def refusal(app) -> str | None:
 
 def quiesce(app) -> None:
     """Stop reading media and sending prompts; write out every recording buffer."""
-    _relay(app).watcher.stop()
+    app.media.driver.pause()
     for st in _streams(app):
         player = st.player
         if player is not None and player._greenlet is not None:
@@ -137,9 +132,7 @@ def _quiesce_notifier(notifier) -> None:
 
 
 def resume(app) -> None:
-    relay = _relay(app)
-    if not relay.watcher.active:
-        relay.watcher.start(relay.dispatch)
+    app.media.driver.resume()
     for st in _streams(app):
         player = st.player
         if player is not None and player._greenlet is not None and player._greenlet.dead:
@@ -297,8 +290,7 @@ def restore(app, doc: dict, fds: FdSource) -> list:
     """Rebuild the sessions; nothing reads or sends until `activate`. Returns what
     `activate` starts."""
     media = app.media
-    relay = _relay(app)
-    relay.watcher.stop()
+    media.driver.pause()
     rec_docs = doc.get("recorders", [])
     recorders: dict[int, Recorder] = {}
     players: list = []
@@ -325,8 +317,6 @@ def _restore_session(app, doc, fds, rec_docs, recorders, players) -> None:
     media = app.media
     sess = Session(doc["call_id"], doc["from_tag"], 0.0, 0.0)
     load_fields(sess, doc, SESSION_FIELDS)
-    if MODE != "greenlet":
-        sess.on_route = sync_twins
     streams = sess.streams()
     for st, sdoc in zip(streams, doc["streams"], strict=True):
         _restore_stream(app, st, sdoc, fds, rec_docs, recorders, players)
@@ -335,7 +325,11 @@ def _restore_session(app, doc, fds, rec_docs, recorders, players) -> None:
         if rtp.sock is not None:
             media.allocators[rtp.laddr.family].in_use.add(rtp.port)
     app.sessions.add(sess)
-    sess.refresh_fast()
+    sess.driver = media.driver
+    for st in streams:
+        if st.sock is not None:
+            media.driver.watch(st)
+    sess._reroute()  # the routes, twins included, as the old process had them
 
 
 def _restore_stream(app, st: Stream, doc, fds, rec_docs, recorders, players) -> None:
@@ -346,12 +340,15 @@ def _restore_stream(app, st: Stream, doc, fds, rec_docs, recorders, players) -> 
     if doc.get("sock") is not None:
         st.sock = socket._socket.socket(fileno=fds.take(doc["sock"]))  # type: ignore[attr-defined]
         st.sock.setblocking(False)
-        st.relay = StreamRelay(st, media.ctx)
     if doc.get("twin") is not None:
-        st.twin = socket._socket.socket(fileno=fds.take(doc["twin"]))  # type: ignore[attr-defined]
-        st.twin.setblocking(False)
-        st.twin_dst = decode(doc["twin_dst"])
-        dispatcher(media.ctx).add_twin(st)
+        twin = socket._socket.socket(fileno=fds.take(doc["twin"]))  # type: ignore[attr-defined]
+        add_twin = getattr(media.driver, "add_twin", None)
+        if add_twin is None:
+            twin.close()  # a driver without twins: the stream's own socket gets it all
+        else:
+            twin.setblocking(False)
+            st.twin, st.twin_dst = twin, decode(doc["twin_dst"])
+            add_twin(st)
     if "analyzer" in doc:
         st.analyzer = RtpAnalyzer()
         load_fields(st.analyzer, doc["analyzer"], ANALYZER_FIELDS)
@@ -462,8 +459,7 @@ def _restore_target(notifier, doc: dict, fds: FdSource) -> None:
 
 def activate(app, players: list) -> None:
     """After GO: read the media sockets, play prompts, send notifications."""
-    relay = _relay(app)
-    relay.watcher.start(relay.dispatch)
+    app.media.driver.resume()
     for st, schedule, played in players:
         app.media.players.start(st, schedule, new=False)
         st.player.npkts_played = played
