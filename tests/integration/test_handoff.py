@@ -444,3 +444,30 @@ def test_sigterm_during_a_handoff_stops_both_processes(rtpproxy):
     assert proxy.stop(signal.SIGTERM) == 0
     assert "while a live handoff is under way: ignored" in proxy.stderr_text()
     assert not pid_alive(successor)
+
+
+def test_the_greenlet_driver_hands_over_too(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1", extra_env={"RTPP_RELAY": "greenlet"})
+    load = MediaLoad()
+    pairs = []
+    for i in range(10):
+        a, b = load.endpoint(0x3000 + i), load.endpoint(0x4000 + i)
+        port_a = int(proxy.cmd(f"U g{i} 127.0.0.1 {a.sock.getsockname()[1]} fa").split()[0])
+        port_b = int(proxy.cmd(f"L g{i} 127.0.0.1 {b.sock.getsockname()[1]} fa tb").split()[0])
+        a.dest, b.dest = ("127.0.0.1", port_b), ("127.0.0.1", port_a)
+        pairs.append((a, b))
+    load.start()
+    try:
+        time.sleep(0.5)
+        hand_over(proxy)
+        time.sleep(0.3)
+        hand_over(proxy)
+        time.sleep(0.5)
+        load.stop_sending(settle_s=0.5)
+    finally:
+        load.close()
+    for a, b in pairs:
+        for src, dst in ((a, b), (b, a)):
+            assert dst.received_from(src.ssrc) == (src.nsent, 0)
+    assert proxy.cmd("I").count("\n") >= 4
+    assert proxy.stderr_text().count("live handoff done") == 2
