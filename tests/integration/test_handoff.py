@@ -256,15 +256,15 @@ SUCCESSORS = {
     "exits_before_ready": "import time\ntime.sleep(0.5)\nraise SystemExit(0)\n",
     "crashes_before_ready": "raise RuntimeError('broken build')\n",
     "never_answers": "import time\ntime.sleep(60)\n",
-    # Says HELLO as a newer version whose state format this one cannot write.
-    "newer_format": (
+    # An older version on disk (a downgrade): it reads only formats older than ours.
+    "older_reader": (
         "import os, sys\n"
         f"sys.path.insert(0, {str(REPO / 'lib')!r})\n"
         "from rtpp.handoff.channel import Channel\n"
         "from rtpp.handoff import state\n"
         "ch = Channel.from_fd(int(os.environ['RTPP_HANDOFF_FD']))\n"
-        "ch.send('HELLO', {'pid': os.getpid(), 'version': '9', "
-        "'reads': [state.FORMAT + 1, state.FORMAT + 1]})\n"
+        "ch.send('HELLO', {'pid': os.getpid(), 'version': '3.1', "
+        "'reads': [state.FORMAT - 1, state.FORMAT - 1]})\n"
         "ch.recv(10)\n"
     ),
     # Takes the state, then dies: the old process had stopped reading and must resume.
@@ -286,7 +286,7 @@ EXPECTED = {
     "exits_before_ready": ("exited with status 0 before it was ready",),
     "crashes_before_ready": ("exited with status 1 before it was ready",),
     "never_answers": ("no HELLO from the new process within 2 s",),
-    "newer_format": ("reads state formats 2-2, this process writes 1",),
+    "older_reader": ("(version 3.1) reads state formats 0-0, this process writes 1",),
     "dies_after_state": ("exited with status 3 before it was ready",),
 }
 
