@@ -19,7 +19,7 @@ from rtpp.control.spec import parse_spec
 
 # The handoff code runs when the executable on disk may already be a newer one: a
 # one-file build could no longer import it then, so it is imported now.
-from rtpp.handoff import carrier, receiver, sender
+from rtpp.handoff import carrier, media_state, receiver, sender
 from rtpp.handoff.archive import pin_archive
 from rtpp.handoff.successor import Executable, service_pid
 from rtpp.media.notify import NotifyConfigError
@@ -212,7 +212,7 @@ class Daemon:
             self.app = _import_app()(cfg)
             carrier.restore_app(self.app, sections["app"])
             carrier.restore_pidfile(self.pidfile, sections["pidfile"], fds)
-            players = carrier.media_state.restore(self.app, sections["media"], fds)
+            players = media_state.restore(self.app, sections["media"], fds)
             if cfg.run_uid is not None or cfg.run_gid is not None:
                 daemon.drop_privileges(cfg.run_uid, cfg.run_gid, cfg.run_user)
             left = fds.untaken()
@@ -222,7 +222,7 @@ class Daemon:
         takeover.restore(build)
         takeover.ready()
         # GO: from here on this process is the daemon.
-        carrier.media_state.activate(self.app, players)
+        media_state.activate(self.app, players)
         daemon.enable_core_dumps()
         self.app.start()
         self.server.start(self.app)

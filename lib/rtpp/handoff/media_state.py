@@ -19,7 +19,6 @@ from dataclasses import fields
 from typing import Any
 
 import gevent
-from gevent.event import Event
 
 from rtpp.config import ListenAddr
 from rtpp.handoff.protocol import IDLE_TIMEOUT_S, HandoffFailed
@@ -38,7 +37,7 @@ from rtpp.media.playback.player import PromptSchedule
 from rtpp.media.playback.resizer import Resizer, _Queued
 from rtpp.media.recording.attach import RoutedLocal, SwappedRtcp
 from rtpp.media.recording.copy import RemoteCopy, StreamMirror
-from rtpp.media.recording.record import IP_ID, Recorder, RecordFormat, make_writer
+from rtpp.media.recording.record import IP_ID, Recorder
 from rtpp.media.rtp import RtpPacket
 from rtpp.media.session import Session, Stream
 
@@ -108,9 +107,8 @@ def quiesce(app) -> None:
     """Stop reading media and sending prompts; write out every recording buffer."""
     app.media.driver.pause()
     for st in _streams(app):
-        player = st.player
-        if player is not None and player._greenlet is not None:
-            player._greenlet.kill(block=True)
+        if st.player is not None:
+            st.player.pause()
     _quiesce_notifier(app.notifier)
     for rec in _recorders(app):
         rec.flush()
@@ -134,16 +132,9 @@ def _quiesce_notifier(notifier) -> None:
 def resume(app) -> None:
     app.media.driver.resume()
     for st in _streams(app):
-        player = st.player
-        if player is not None and player._greenlet is not None and player._greenlet.dead:
-            _restart_player(player)
+        if st.player is not None:
+            st.player.resume()
     _resume_notifier(app.notifier)
-
-
-def _restart_player(player) -> None:
-    player._greenlet = None
-    player.finished = Event()
-    player.start()
 
 
 def _resume_notifier(notifier) -> None:
@@ -247,23 +238,9 @@ def _attachment_doc(att, fds: FdTable, recorders: dict, rec_docs: list) -> dict 
 
 
 def _recorder_doc(rec: Recorder, fds: FdTable) -> dict:
-    fd = rec._fd
-    return {
-        "name": rec.name,
-        "label": rec.label,
-        "path": rec.path,
-        "final_path": rec.final_path,
-        "pcap": isinstance(rec._writer, type(make_writer(RecordFormat.PCAP))),
-        "size": rec._size,
-        "users": rec._users,
-        "closed": rec._closed,
-        "failed": rec._failed,
-        "unlinked": rec._unlinked,
-        "discarded": rec._discarded,
-        "ndropped": rec._ndropped,
-        "buffer_size": rec._buffer_size,
-        "fd": None if fd is None else fds.add(fd),
-    }
+    doc, fd = rec.handoff_state()
+    doc["fd"] = None if fd is None else fds.add(fd)
+    return doc
 
 
 def _target_doc(target: Target, fds: FdTable) -> dict:
@@ -402,26 +379,8 @@ def _restore_attachment(app, st, doc, fds, rec_docs, recorders) -> Any:
 
 def _restore_recorder(app, doc: dict, fds: FdSource) -> Recorder:
     recording = app.media.recording
-    rec = Recorder.__new__(Recorder)
-    rec.name = doc["name"]
-    rec.label = doc["label"]
-    rec.path = doc["path"]
-    rec.final_path = doc["final_path"]
-    rec.counters = recording.counters
-    rec._writer = make_writer(RecordFormat.PCAP if doc["pcap"] else RecordFormat.ADHOC)
-    rec._sink = recording.writer
-    rec._buf = bytearray()
-    rec._bounds = []
-    rec._size = int(doc["size"])
-    rec._buffer_size = int(doc["buffer_size"])
-    rec._users = int(doc["users"])
-    rec._closed = bool(doc["closed"])
-    rec._failed = bool(doc["failed"])
-    rec._unlinked = bool(doc["unlinked"])
-    rec._discarded = bool(doc.get("discarded"))
-    rec._ndropped = int(doc["ndropped"])
-    rec._fd = None if doc["fd"] is None else fds.take(doc["fd"])
-    return rec
+    fd = None if doc["fd"] is None else fds.take(doc["fd"])
+    return Recorder.adopt(doc, fd, recording.counters, recording.writer)
 
 
 def _restore_remote(app, doc: dict, fds: FdSource) -> RemoteCopy:

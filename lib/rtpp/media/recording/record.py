@@ -558,6 +558,54 @@ class Recorder:
         if header:
             self._sink.submit(self._write_job, header, [len(header)])
 
+    # -- live handoff: the file goes on in the next process
+
+    def handoff_state(self) -> tuple[dict, int | None]:
+        """What the next process needs to go on writing this file, and its descriptor.
+
+        Call after :meth:`flush` and once the writer has drained (the size is final).
+        """
+        doc = {
+            "name": self.name,
+            "label": self.label,
+            "path": self.path,
+            "final_path": self.final_path,
+            "pcap": isinstance(self._writer, PcapWriter),
+            "size": self._size,
+            "users": self._users,
+            "closed": self._closed,
+            "failed": self._failed,
+            "unlinked": self._unlinked,
+            "discarded": self._discarded,
+            "ndropped": self._ndropped,
+            "buffer_size": self._buffer_size,
+        }
+        return doc, self._fd
+
+    @classmethod
+    def adopt(
+        cls, doc: dict, fd: int | None, counters: RecordCounters, writer: FileWriter
+    ) -> Recorder:
+        """The same file in the next process: appends continue at its end (`fd` shares
+        the old process's file offset)."""
+        rec = cls.__new__(cls)
+        rec.name, rec.label = doc["name"], doc["label"]
+        rec.path, rec.final_path = doc["path"], doc["final_path"]
+        rec.counters = counters
+        rec._writer = make_writer(RecordFormat.PCAP if doc["pcap"] else RecordFormat.ADHOC)
+        rec._sink = writer
+        rec._buf, rec._bounds = bytearray(), []
+        rec._size = int(doc["size"])
+        rec._buffer_size = int(doc["buffer_size"])
+        rec._users = int(doc["users"])
+        rec._closed = bool(doc["closed"])
+        rec._failed = bool(doc["failed"])
+        rec._unlinked = bool(doc["unlinked"])
+        rec._discarded = bool(doc.get("discarded"))
+        rec._ndropped = int(doc["ndropped"])
+        rec._fd = fd
+        return rec
+
     @classmethod
     def open(cls, name: str, record_dir: str, **kwargs: Any) -> Recorder | None:
         """Like the constructor, but returns ``None`` when the file cannot be created."""
