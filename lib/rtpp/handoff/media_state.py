@@ -120,7 +120,7 @@ def _quiesce_notifier(notifier) -> None:
     deadline = gevent.get_hub().loop.now() + IDLE_TIMEOUT_S
     for target in notifier.targets.values():
         while target.greenlet is not None and not target.greenlet.dead:
-            if target.greenlet in target.queue.getters:  # waiting for work: nothing lost
+            if target.sending is None:  # waiting for work: nothing is lost
                 target.greenlet.kill(block=True)
                 break
             if gevent.get_hub().loop.now() > deadline:
