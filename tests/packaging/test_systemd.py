@@ -9,6 +9,7 @@ The tests run in file order against one container and one installation.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,14 +44,29 @@ def run(*cmd: str, timeout: float = 900) -> str:
     return proc.stdout
 
 
+def other_build(work: Path) -> Path:
+    """The executable built again with another build id (so its embedded archive is laid
+    out differently): what an upgrade puts at the running executable's path."""
+    env = dict(os.environ, GIT_DIR=str(work / "no-git"), SOURCE_DATE_EPOCH="1900000000")
+    subprocess.run(
+        [str(REPO / ".venv" / "bin" / "pyinstaller"), "--noconfirm", "--log-level", "WARN",
+         "--distpath", str(work / "dist"), "--workpath", str(work / "build"),
+         str(REPO / "packaging" / "rtpproxy.spec")],
+        check=True, env=env, capture_output=True, timeout=900,
+    )  # fmt: skip
+    return work / "dist" / "rtpproxy"
+
+
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory) -> tuple[Path, Path]:
-    """The package (`make deb`) and the same package as a newer version."""
+    """The package (`make deb`) and a newer version of it with another build inside."""
     subprocess.run([str(REPO / "packaging" / "install-deps.sh"), "check"], check=True)
     out = run("make", "-C", str(REPO), "deb")
     first = Path([ln for ln in out.splitlines() if re.fullmatch(r"/\S+\.deb", ln)][-1])
-    tree = tmp_path_factory.mktemp("newer") / "tree"
+    work = tmp_path_factory.mktemp("newer")
+    tree = work / "tree"
     run("dpkg-deb", "-R", str(first), str(tree))
+    shutil.copy(other_build(work), tree / "usr" / "bin" / "rtpproxy")
     control = tree / "DEBIAN" / "control"
     control.write_text(re.sub(r"(?m)^Version: .*$", f"Version: {NEWER}", control.read_text()))
     newer = tree.parent / f"rtpproxy_{NEWER}.deb"
@@ -179,6 +195,7 @@ def test_reload_hands_over_and_systemd_follows_the_main_pid(box):
 
 
 def test_upgrade_hands_a_call_in_progress_to_the_new_version(box, debs):
+    before = box.run("rtpproxy", "-V").stdout.strip()
     helper = subprocess.Popen(
         box.net_command(sys.executable, str(HERE / "call_helper.py"), str(box.path(SOCK))),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -192,6 +209,7 @@ def test_upgrade_hands_a_call_in_progress_to_the_new_version(box, debs):
         wait_main_pid_change(box, old_main)
         status = box.run("dpkg-query", "-W", "-f", "${Version}", "rtpproxy").stdout
         assert status == NEWER
+        assert box.run("rtpproxy", "-V").stdout.strip().endswith(".20300317174640")
         time.sleep(1.0)
         helper.stdin.write("stop\n")
         helper.stdin.flush()
@@ -203,6 +221,7 @@ def test_upgrade_hands_a_call_in_progress_to_the_new_version(box, debs):
         sent, received, dups = result[direction]
         assert sent > 100 and (received, dups) == (sent, 0), result
     assert journal(box).count("live handoff done") == 2
+    assert not before.endswith(".20300317174640")
 
 
 def test_stop_stops_and_cleans_up(box):
