@@ -251,6 +251,7 @@ def test_five_handoffs_under_load_lose_nothing(rtpproxy, tmp_path):
         print(log[-5000:])
         raise
     finally:
+        print("\n".join(ln for ln in log.splitlines() if "live handoff done" in ln))
         load.close()
 
 

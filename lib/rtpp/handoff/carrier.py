@@ -28,6 +28,10 @@ class DaemonCarrier:
         self.app = daemon.app
         self._paused: list[str] = []  # what quiesce stopped, for resume
 
+    @property
+    def sessions(self) -> int:
+        return self.app.session_count
+
     def refusal(self) -> str | None:
         if any(isinstance(lst, StdioListener) for lst in self.server.listeners):
             return "a stdio: control socket cannot be handed to another process"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 from typing import Protocol
 
 import gevent
@@ -31,6 +32,10 @@ class Carrier(Protocol):
     def resume(self) -> None:
         """Serve again as if nothing happened."""
 
+    @property
+    def sessions(self) -> int:
+        """How many sessions there are (for the log)."""
+
 
 def hand_over(carrier: Carrier, executable: successor.Executable) -> int | None:
     """Run a handoff; the successor's pid once it serves, None when this process serves on.
@@ -56,7 +61,7 @@ def hand_over(carrier: Carrier, executable: successor.Executable) -> int | None:
         theirs.close()
     channel = Channel(ours)
     try:
-        pid = _exchange(channel, carrier, proc)
+        pid, paused_s = _exchange(channel, carrier, proc)
     except gevent.GreenletExit:
         _abort(channel, proc)  # the process is stopping: no successor
         raise
@@ -70,11 +75,17 @@ def hand_over(carrier: Carrier, executable: successor.Executable) -> int | None:
         return None
     finally:
         channel.close()
-    log.info("live handoff done: process %d serves now", pid)
+    log.info(
+        "live handoff done: process %d serves now (%d sessions, %.0f ms without reading)",
+        pid,
+        carrier.sessions,
+        paused_s * 1000,
+    )
     return pid
 
 
-def _exchange(channel: Channel, carrier: Carrier, proc: subprocess.Popen) -> int:
+def _exchange(channel: Channel, carrier: Carrier, proc: subprocess.Popen) -> tuple[int, float]:
+    """(the successor's pid, seconds this process did not read its sockets)."""
     hello = _expect(channel, protocol.HELLO, protocol.HELLO_TIMEOUT_S, proc)
     info = hello.json()
     reads = info.get("reads") or [0, 0]
@@ -83,6 +94,7 @@ def _exchange(channel: Channel, carrier: Carrier, proc: subprocess.Popen) -> int
             f"the new executable (version {info.get('version')}) reads state formats "
             f"{reads[0]}-{reads[1]}, this process writes {state.FORMAT}"
         )
+    paused_at = time.monotonic()
     try:
         carrier.quiesce()
         fds = state.FdTable()
@@ -99,7 +111,7 @@ def _exchange(channel: Channel, carrier: Carrier, proc: subprocess.Popen) -> int
     except BaseException:
         carrier.resume()
         raise
-    return int(info.get("pid") or proc.pid)
+    return int(info.get("pid") or proc.pid), time.monotonic() - paused_at
 
 
 def _expect(channel: Channel, kind: str, timeout: float, proc: subprocess.Popen):
