@@ -15,7 +15,8 @@ from rtpp.config import Config, ListenAddr
 
 @pytest.fixture
 def rtpproxy() -> Iterator[Callable[..., Proxy]]:
-    """Factory: `start(*flags, ctrl="udp", ports=None, foreground=True, wait=True) -> Proxy`.
+    """Factory: `start(*flags, ctrl="udp", ports=None, foreground=True, wait=True,
+    extra_env=None, wrap=()) -> Proxy`.
 
     Adds `-f -F -p <tmp>/pid -d INFO`, a control socket and a distinct -m/-M range
     unless the flags already say otherwise; every daemon is stopped at teardown.
@@ -29,9 +30,16 @@ def rtpproxy() -> Iterator[Callable[..., Proxy]]:
         foreground: bool = True,
         wait: bool = True,
         extra_env: dict | None = None,
+        wrap: tuple[str, ...] = (),
     ) -> Proxy:
         proxy = start_proxy(
-            *flags, ctrl=ctrl, ports=ports, foreground=foreground, wait=wait, extra_env=extra_env
+            *flags,
+            ctrl=ctrl,
+            ports=ports,
+            foreground=foreground,
+            wait=wait,
+            extra_env=extra_env,
+            wrap=wrap,
         )
         started.append(proxy)
         return proxy

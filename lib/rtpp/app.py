@@ -63,6 +63,7 @@ class App:
         self.closed = True
         self.sweeper.stop()
         self.media.destroy_all("shutdown")
+        self.media.close_kernel()
         self.media.recording.close()  # every recording written, closed and moved
         self.notifier.close()
 

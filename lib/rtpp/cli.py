@@ -55,6 +55,8 @@ Options:
   --no_resolve        Never resolve host names.
   --no_redirect       Keep stdout/stderr when daemonizing; copy log lines to stderr.
   --strict-source     Packets never move a latched media leg to another source.
+  --kernel-offload    Let the kernel forward latched plain RTP streams (nftables NAT;
+                      needs CAP_NET_ADMIN).
   -h --help           Show this help.
 """
 
@@ -101,6 +103,7 @@ CLASSIC_LONGOPTS = [
     "no_resolve",
     "no_redirect",
     "strict-source",
+    "kernel-offload",
 ]
 CLOCK_NAME = "CLOCK_MONOTONIC"
 MAX_LISTEN = 16
@@ -325,6 +328,7 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         force_asymmetric=bool(opts["--force_asymmetric"]),
         bridge_symmetric=bool(opts["--bridge_symmetric"]),
         strict_source=bool(opts["--strict-source"]),
+        kernel_offload=bool(opts["--kernel-offload"]),
         record_dir=record_dir,
         spool_dir=spool_dir,
         record_pcap=bool(opts["-P"]),

@@ -52,6 +52,7 @@ class Config:
     force_asymmetric: bool = False  # --force_asymmetric
     bridge_symmetric: bool = False  # --bridge_symmetric
     strict_source: bool = False  # --strict-source: a latched leg never moves
+    kernel_offload: bool = False  # --kernel-offload: plain RTP streams forwarded by the kernel
     # Recording.
     record_dir: str | None = None  # -r
     spool_dir: str | None = None  # -S

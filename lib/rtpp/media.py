@@ -10,6 +10,7 @@ import time
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.config import Config, ListenAddr
 from rtpp.fdbudget import FdBudget, nofile_limit
+from rtpp.kernel_route import KernelRoute
 from rtpp.notify import Notifier
 from rtpp.players import Players
 from rtpp.ports import PortAllocator, PortsExhausted, SocketPair, bind_pair
@@ -44,6 +45,9 @@ class Media:
         self.fds = FdBudget(nofile_limit())
         self.ctx = RelayContext(counters, config.strict_source, config.dup_small, self.fds)
         prepare_relay(self.ctx)
+        self.kernel = KernelRoute.open(config)
+        if self.kernel is not None:
+            self.ctx.kernel_sync = self.kernel.sync
         self.allocators = {
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
             for family in (socket.AF_INET, socket.AF_INET6)
@@ -62,12 +66,30 @@ class Media:
             raise CommandError(ECode.OVERLOAD)
         sess = Session(call_id, from_tag, time.monotonic(), time.time())
         sess.allow_fast = not self.config.dup_small
-        if MODE != "greenlet":
-            sess.on_route = sync_twins
+        if MODE != "greenlet" or self.kernel is not None:
+            sess.on_route = self._route
         sess.set_ttl_max(self.config.setup_ttl_s)
         for st in sess.rtp.streams:
             st.analyzer = RtpAnalyzer()
         return sess
+
+    def _route(self, sess: Session) -> None:
+        """After every route change of the session (Session.refresh_fast)."""
+        if MODE != "greenlet":
+            sync_twins(sess)
+        if self.kernel is not None:
+            self.kernel.update(sess)
+
+    def sync_kernel(self) -> None:
+        """Bring the kernel-relayed packets into the streams' counters (Q, G, I, sweeps)."""
+        if self.kernel is not None:
+            self.kernel.sync()
+
+    def close_kernel(self) -> None:
+        """Remove the kernel route's table (after every session is destroyed)."""
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
 
     def register(self, sess: Session) -> None:
         self.sessions.add(sess)
@@ -156,6 +178,8 @@ class Media:
         self.sessions.remove(sess)
         for st in sess.streams():
             self._close_attachments(st)
+        if self.kernel is not None:
+            self.kernel.release(sess)
         for index in (0, 1):
             self.release_leg(sess, index)
         self._fold(sess)

@@ -46,6 +46,7 @@ import gevent
 from gevent.event import Event
 from gevent.monkey import get_original
 
+from rtpp.kernel_route import seq_skew
 from rtpp.ports import RCVBUF_BYTES
 from rtpp.rtp import RECORD_BYTES
 from rtpp.session import Stream
@@ -84,6 +85,8 @@ class RelayContext:
     fds: Any = None  # fdbudget.FdBudget of the media sockets, when there is one
     #: The shortest time between the ends of two polls of the media sockets.
     poll_pause: float = 0.0
+    #: Brings the kernel route's counts up to date (None without --kernel-offload).
+    kernel_sync: Any = None
 
 
 def poll_pause(load: float) -> float:
@@ -122,7 +125,7 @@ def _learn(st: Stream, src: tuple) -> None:
     st.session.refresh_fast()
 
 
-def _may_relatch(st: Stream, data, n: int, now: float) -> bool:
+def _may_relatch(st: Stream, data, n: int, now: float, ctx: RelayContext) -> bool:
     """A latched RTP leg moves only after a changed command address or for its own SSRC."""
     if not st.is_rtp or n < 12:
         return False
@@ -136,7 +139,9 @@ def _may_relatch(st: Stream, data, n: int, now: float) -> bool:
         return True
     if ssrc != an.last_ssrc or an.last_seq is None:
         return False
-    dist = (seq - an.last_seq) & 0xFFFF
+    # Packets the kernel relayed moved the party's sequence on without the analyzer.
+    last = (an.last_seq + seq_skew(st, ctx.kernel_sync)) & 0xFFFF
+    dist = (seq - last) & 0xFFFF
     return min(dist, 0x10000 - dist) <= RELATCH_SEQ_RANGE
 
 
@@ -156,7 +161,7 @@ def accept_source(st: Stream, data, n: int, src: tuple, now: float, ctx: RelayCo
     if not st.latched:
         _move(st, src, "moved to")
         return True
-    if ctx.strict_source or not _may_relatch(st, data, n, now):
+    if ctx.strict_source or not _may_relatch(st, data, n, now, ctx):
         return False
     _move(st, src, "re-latched to")
     return True

@@ -80,6 +80,13 @@ class Stream:
     nplayer_drop: int = 0  # accepted but dropped for an active player (no TTL refresh)
     ttl_mark: int = 0  # npkts_in - nplayer_drop at the last sweep
     longest_ipi: float = 0.0
+    # Kernel route (kernel_route.py): packets from the party relayed by the kernel; while
+    # bound, nkernel at the start of the binding (else -1); the sequence numbers the
+    # analyzer missed in the kernel, valid while it has been fed `skew_nfed` packets.
+    nkernel: int = 0
+    kernel_mark: int = -1
+    seq_skew: int = 0
+    skew_nfed: int = -1
     # Attachments.
     recorder: Any = None
     copier: Any = None  # remote copy (udp) or local copy recorder
@@ -104,16 +111,16 @@ class Stream:
     @property
     def nrcvd(self) -> int:
         """Packets read while the session was complete."""
-        return self.slow_rcvd + self.nfast
+        return self.slow_rcvd + self.nfast + self.nkernel
 
     @property
     def npkts_in(self) -> int:
         """Packets accepted from the party this stream faces."""
-        return self.slow_in + self.nfast
+        return self.slow_in + self.nfast + self.nkernel
 
     @property
     def nrelayed(self) -> int:
-        return self.slow_relayed + self.nfast - self.nfast_unsent
+        return self.slow_relayed + self.nfast - self.nfast_unsent + self.nkernel
 
 
 @dataclass(slots=True, eq=False)

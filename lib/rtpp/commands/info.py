@@ -10,6 +10,7 @@ from rtpp.commands.reply import require_fit
 def handle(cmd: Info, app, peer) -> str:
     values = app.counters.values
     media = app.media
+    media.sync_kernel()
     rcvd = values["npkts_rcvd"] + media.live_sum("npkts_rcvd")
     sent = values["npkts_relayed"] + media.live_sum("npkts_relayed") + values["npkts_played"]
     lines = [

@@ -34,6 +34,7 @@ def stat_value(app, name: str):
 
 
 def handle(cmd: Stats, app, peer) -> str:
+    app.media.sync_kernel()
     parts = []
     for name in cmd.names:
         if name not in STAT_NAMES:
