@@ -54,6 +54,11 @@ class App:
         self.media.draining = True
 
     @property
+    def kernel_route_on(self) -> bool:
+        """True when streams may be forwarded by the kernel (--kernel-offload, working)."""
+        return self.media.kernel is not None
+
+    @property
     def session_count(self) -> int:
         return self.sessions.count
 

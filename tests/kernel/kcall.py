@@ -13,6 +13,8 @@ from netns_lab import Lab
 
 SSRC_A = 0x1111AAAA
 SSRC_B = 0x2222BBBB
+#: Packets sent before they are read back (well within a socket's receive buffer).
+BURST = 50
 
 
 def start_relay(rtpproxy, lab: Lab, *flags: str, family: int = socket.AF_INET, **kw) -> Proxy:
@@ -68,19 +70,18 @@ class KCall:
 
     def a_to_b(self, count: int = 1) -> None:
         """Send `count` packets from A; B gets each, from the relay's port facing B."""
-        sent = self.send_a(count)
-        for data in sent:
-            got, src = self.b.recv(timeout=2.0)
-            assert got == data
-            assert src[:2] == self.to_a
-        # Nothing else either.
+        for done in range(0, count, BURST):
+            for data in self.send_a(min(BURST, count - done)):
+                got, src = self.b.recv(timeout=2.0)
+                assert got == data
+                assert src[:2] == self.to_a
 
     def b_to_a(self, count: int = 1) -> None:
-        sent = self.send_b(count)
-        for data in sent:
-            got, src = self.a.recv(timeout=2.0)
-            assert got == data
-            assert src[:2] == self.to_b
+        for done in range(0, count, BURST):
+            for data in self.send_b(min(BURST, count - done)):
+                got, src = self.a.recv(timeout=2.0)
+                assert got == data
+                assert src[:2] == self.to_b
 
     def latch(self) -> None:
         """The first packet each way: user space learns both parties, the kernel binds."""
