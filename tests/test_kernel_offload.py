@@ -1,0 +1,122 @@
+"""rtpp.kernel_offload without the kernel: names, element keys, queued changes, the
+counter listing parser, and the route decision of rtpp.kernel_route."""
+
+from __future__ import annotations
+
+import socket
+
+from rtpp.kernel_offload import _COUNTED, KernelOffload, Leg, _Binding, table_name
+
+
+def engine() -> KernelOffload:
+    made = KernelOffload(None, {}, "rtpproxy_t", 30000, 30099)
+    made.families = {socket.AF_INET, socket.AF_INET6}
+    return made
+
+
+A = Leg(("192.0.2.10", 4000), ("198.51.100.1", 30000))
+B = Leg(("203.0.113.20", 5000), ("198.51.100.2", 30002))
+
+
+def test_table_names_are_stable_and_per_instance():
+    one = table_name(35000, 65001, ["192.0.2.1", "2001:db8::1"])
+    assert one == table_name(35000, 65001, ["2001:db8::1", "192.0.2.1"])
+    assert one.startswith("rtpproxy_35000_65001_")
+    assert one != table_name(35000, 65001, ["192.0.2.2"])
+    assert one != table_name(35000, 50001, ["192.0.2.1", "2001:db8::1"])
+
+
+def test_binding_elements():
+    b = _Binding(socket.AF_INET, A, B)
+    assert b.dnat() == [
+        (("192.0.2.10", 4000, 30000), ("203.0.113.20", 5000)),
+        (("203.0.113.20", 5000, 30002), ("192.0.2.10", 4000)),
+    ]
+    assert b.snat() == [
+        (("203.0.113.20", 5000, "192.0.2.10", 4000), ("198.51.100.2", 30002)),
+        (("192.0.2.10", 4000, "203.0.113.20", 5000), ("198.51.100.1", 30000)),
+    ]
+    assert b.counted() == (
+        ("203.0.113.20", 5000, "192.0.2.10", 4000),
+        ("192.0.2.10", 4000, "203.0.113.20", 5000),
+    )
+    assert b.flows() == [(A.remote, A.local), (B.remote, B.local)]
+    assert b.shard == _Binding(socket.AF_INET, A, B).shard
+
+
+def test_changes_are_queued_until_commit_and_collisions_refused():
+    e = engine()
+    assert e.bind("k", A, B)
+    assert e.dirty and not e.is_bound("k")
+    assert e.bind("k", A, B)  # the same again: no change
+    other = Leg(A.remote, ("198.51.100.1", 30004))
+    assert not e.bind("k2", other, Leg(B.remote, ("198.51.100.2", 30006)))  # same parties
+    assert "k2" not in e.wanted
+    e.unbind("k")
+    assert not e.dirty
+    assert e.bind("k2", other, Leg(B.remote, ("198.51.100.2", 30006)))
+
+
+def test_pairs_the_kernel_cannot_forward_are_refused():
+    e = engine()
+    v6 = Leg(("2001:db8::5", 5000), ("2001:db8::1", 30002))
+    assert not e.bind("mixed", A, v6)
+    assert not e.bind("hairpin", A, Leg(A.remote, B.local))
+    assert not e.bind("nowhere", A, Leg(("0.0.0.0", 5000), B.local))
+    assert not e.bind("port0", A, Leg(("203.0.113.20", 0), B.local))
+    link_local = Leg(("fe80::2%1", 5000), ("2001:db8::1", 30002))
+    assert not e.bind("ll", Leg(("2001:db8::5", 4000), ("2001:db8::1", 30000)), link_local)
+    loop = Leg(("127.0.0.1", 30010), ("127.0.0.1", 30002))  # one of our own ports
+    assert not e.bind("own", Leg(("127.0.0.1", 4000), ("127.0.0.1", 30000)), loop)
+    e.families = {socket.AF_INET6}
+    assert not e.bind("v4 off", A, B)
+
+
+def test_ipv6_addresses_are_canonical():
+    e = engine()
+    a = Leg(("2001:DB8:0::5", 4000), ("2001:db8::1", 30000))
+    b = Leg(("2001:db8:0:0::6", 5000), ("2001:db8::1", 30002))
+    assert e.bind("k", a, b)
+    assert e.wanted["k"].a.remote == ("2001:db8::5", 4000)
+
+
+def test_counter_listing_parser():
+    text = (
+        "table inet rtpproxy_t {\n\tset c4_3 {\n\t\tcounter\n"
+        "\t\telements = { 10.0.2.2 . 5000 . 10.0.1.2 . 4000 counter packets 7 bytes 896,\n"
+        "\t\t\t     10.0.1.2 . 4000 . 10.0.2.2 . 5000 counter packets 0 bytes 0 }\n\t}\n"
+        "\tset c6_1 {\n"
+        "\t\telements = { fd00:2::2 . 5000 . fd00:1::2 . 4000 counter packets 12 bytes 2040 }\n"
+        "\t}\n}\n"
+    )
+    found = [(m[1], int(m[2]), m[3], int(m[4]), int(m[5]), int(m[6])) for m in
+             _COUNTED.finditer(text)]  # fmt: skip
+    assert found == [
+        ("10.0.2.2", 5000, "10.0.1.2", 4000, 7, 896),
+        ("10.0.1.2", 4000, "10.0.2.2", 5000, 0, 0),
+        ("fd00:2::2", 5000, "fd00:1::2", 4000, 12, 2040),
+    ]
+
+
+def test_sequence_skew_follows_the_kernel_relayed_packets():
+    import struct
+
+    from rtpp.kernel_route import KernelRoute, seq_skew
+    from rtpp.rtp import RtpAnalyzer
+    from rtpp.session import Session
+
+    sess = Session("c", "f;1", 0.0, 0.0)
+    st = sess.rtp.streams[0]
+    st.analyzer = RtpAnalyzer()
+    KernelRoute._mark(sess.rtp, True)
+    st.nkernel += 100
+    assert seq_skew(st, None) == 100
+    KernelRoute._mark(sess.rtp, False)  # back in user space, nothing analysed yet
+    assert seq_skew(st, None) == 100
+    st.analyzer.feed(struct.pack("!BBHII", 0x80, 0, 101, 0, 7) + bytes(160), 1.0)
+    assert seq_skew(st, None) == 0  # the analyzer is up to date again
+    KernelRoute._mark(sess.rtp, True)
+    st.nkernel += 5
+    KernelRoute._mark(sess.rtp, True, moved=True)  # re-latched: counts from here
+    st.nkernel += 3
+    assert seq_skew(st, None) == 3
