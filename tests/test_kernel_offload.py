@@ -29,17 +29,11 @@ def test_table_names_are_stable_and_per_instance():
 def test_binding_elements():
     b = _Binding(socket.AF_INET, A, B)
     assert b.dnat() == [
-        (("192.0.2.10", 4000, 30000), ("203.0.113.20", 5000)),
-        (("203.0.113.20", 5000, 30002), ("192.0.2.10", 4000)),
+        (("192.0.2.10", 4000, "198.51.100.1", 30000), ("203.0.113.20", 5000)),
+        (("203.0.113.20", 5000, "198.51.100.2", 30002), ("192.0.2.10", 4000)),
     ]
-    assert b.snat() == [
-        (("203.0.113.20", 5000, "192.0.2.10", 4000), ("198.51.100.2", 30002)),
-        (("192.0.2.10", 4000, "203.0.113.20", 5000), ("198.51.100.1", 30000)),
-    ]
-    assert b.counted() == (
-        ("203.0.113.20", 5000, "192.0.2.10", 4000),
-        ("192.0.2.10", 4000, "203.0.113.20", 5000),
-    )
+    assert b.snat() == [(A.local, B.local), (B.local, A.local)]
+    assert b.counted() == (A.local, B.local)
     assert b.flows() == [(A.remote, A.local), (B.remote, B.local)]
     assert b.shard == _Binding(socket.AF_INET, A, B).shard
 
@@ -50,11 +44,13 @@ def test_changes_are_queued_until_commit_and_collisions_refused():
     assert e.dirty and not e.is_bound("k")
     assert e.bind("k", A, B)  # the same again: no change
     other = Leg(A.remote, ("198.51.100.1", 30004))
-    assert not e.bind("k2", other, Leg(B.remote, ("198.51.100.2", 30006)))  # same parties
-    assert "k2" not in e.wanted
+    assert e.bind("k2", other, Leg(B.remote, ("198.51.100.2", 30006)))  # same parties
+    assert not e.bind("k3", other, Leg(B.remote, ("198.51.100.2", 30008)))  # a port in use
+    assert "k3" not in e.wanted
     e.unbind("k")
+    e.unbind("k2")
     assert not e.dirty
-    assert e.bind("k2", other, Leg(B.remote, ("198.51.100.2", 30006)))
+    assert e.bind("k3", other, Leg(B.remote, ("198.51.100.2", 30008)))
 
 
 def test_pairs_the_kernel_cannot_forward_are_refused():
@@ -83,18 +79,17 @@ def test_ipv6_addresses_are_canonical():
 def test_counter_listing_parser():
     text = (
         "table inet rtpproxy_t {\n\tset c4_3 {\n\t\tcounter\n"
-        "\t\telements = { 10.0.2.2 . 5000 . 10.0.1.2 . 4000 counter packets 7 bytes 896,\n"
-        "\t\t\t     10.0.1.2 . 4000 . 10.0.2.2 . 5000 counter packets 0 bytes 0 }\n\t}\n"
+        "\t\telements = { 10.0.2.1 . 30002 counter packets 7 bytes 896,\n"
+        "\t\t\t     10.0.1.1 . 30000 counter packets 0 bytes 0 }\n\t}\n"
         "\tset c6_1 {\n"
-        "\t\telements = { fd00:2::2 . 5000 . fd00:1::2 . 4000 counter packets 12 bytes 2040 }\n"
+        "\t\telements = { fd00:2::1 . 30004 counter packets 12 bytes 2040 }\n"
         "\t}\n}\n"
     )
-    found = [(m[1], int(m[2]), m[3], int(m[4]), int(m[5]), int(m[6])) for m in
-             _COUNTED.finditer(text)]  # fmt: skip
+    found = [(m[1], int(m[2]), int(m[3]), int(m[4])) for m in _COUNTED.finditer(text)]
     assert found == [
-        ("10.0.2.2", 5000, "10.0.1.2", 4000, 7, 896),
-        ("10.0.1.2", 4000, "10.0.2.2", 5000, 0, 0),
-        ("fd00:2::2", 5000, "fd00:1::2", 4000, 12, 2040),
+        ("10.0.2.1", 30002, 7, 896),
+        ("10.0.1.1", 30000, 0, 0),
+        ("fd00:2::1", 30004, 12, 2040),
     ]
 
 

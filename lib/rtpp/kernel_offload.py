@@ -5,17 +5,20 @@ sends to. Packets from `a.remote` to `a.local` are rewritten by DNAT to `b.remot
 by SNAT to come from `b.local` (and the other way round), so they never reach the
 process. One nftables table per daemon instance holds, per address family:
 
-* `d4`/`d6`: `saddr . sport . dport -> addr . port`, the DNAT target, consulted in the
-  nat prerouting chain (packets arriving on an interface) and the nat output chain
-  (packets sent on this host);
-* `s4`/`s6`: `daddr . dport . saddr . sport -> addr . port`, the SNAT source, consulted in
-  nat postrouting only for connections that were DNATed (`ct status dnat`): without
-  that condition direct traffic between the same two endpoints would be rewritten too;
-* `c4_0`..`c6_15`: sets with the same key as `s4` and a per-element counter, reached
-  from a filter chain in postrouting (before SNAT, after DNAT, for both directions of
-  a DNATed connection) through the verdict map `cv4`/`cv6`: the exact packet and byte
-  count of each direction of each binding, in SHARDS sets per family. The NAT maps
-  cannot count: NAT chains only see a connection's first packet.
+* `d4`/`d6`: `saddr . sport . daddr . dport -> addr . port`, the DNAT target, consulted
+  in the nat prerouting chain (packets arriving on an interface) and the nat output
+  chain (packets sent on this host);
+* `s4`/`s6`: the local address and port the connection was opened to -> the one its
+  packets leave from, consulted in nat postrouting only for connections that were
+  DNATed (`ct status dnat`): without that condition direct traffic between the same two
+  endpoints would be rewritten too. Keyed by our own ports, it holds one element per
+  side even when many calls share the same two parties' addresses;
+* `c4_0`..`c6_15`: sets of local address . port with a per-element counter, reached
+  through the verdict map `cv4`/`cv6` from filter chains in prerouting and output that
+  run before NAT: a packet of a DNATed connection (`ct status dnat`), or one about to
+  open one (new, and in `d4`), counts at the local address its party sent it to: the
+  exact packet and byte count of each direction of each binding, in SHARDS sets per
+  family. The NAT chains cannot count: they only see a connection's first packet.
 
 NAT is decided when a conntrack entry is created, so every change deletes the affected
 entries: adding a binding (a stranger's or a user-space flow's entry without NAT would
@@ -61,43 +64,49 @@ _FORWARDING = {
     ),
 }
 #: One counted element in `list set` text output: addr . port . addr . port counter ...
-_COUNTED = re.compile(
-    r"([0-9a-fA-F.:]+) \. (\d+) \. ([0-9a-fA-F.:]+) \. (\d+) counter packets (\d+) bytes (\d+)"
-)
+_COUNTED = re.compile(r"([0-9a-fA-F.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
 
-#: One address family's maps, counter set and chains; {s} 4 or 6, {p} ip or ip6.
+#: One address family's maps, counter dispatch and chains; {s} 4 or 6, {p} ip or ip6.
+#: A rule is one line: nft ends a rule at the end of a line.
 _FAMILY_TEMPLATE = """
-  map d{s} {{ type {a} . inet_service . inet_service : {a} . inet_service; }}
-  map s{s} {{ type {a} . inet_service . {a} . inet_service : {a} . inet_service; }}
-  map cv{s} {{ type {a} . inet_service . {a} . inet_service : verdict; }}
+  map d{s} {{ type {a} . inet_service . {a} . inet_service : {a} . inet_service; }}
+  map s{s} {{ type {a} . inet_service : {a} . inet_service; }}
+  map cv{s} {{ type {a} . inet_service : verdict; }}
   chain pre{s} {{
     type nat hook prerouting priority dstnat;
-    meta nfproto {f} dnat {p} to {p} saddr . udp sport . udp dport map @d{s}
+    meta nfproto {f} dnat {p} to {flow} map @d{s}
   }}
   chain out{s} {{
     type nat hook output priority -100;
-    meta nfproto {f} dnat {p} to {p} saddr . udp sport . udp dport map @d{s}
+    meta nfproto {f} dnat {p} to {flow} map @d{s}
   }}
   chain post{s} {{
     type nat hook postrouting priority srcnat;
-    meta nfproto {f} ct status dnat
-      snat {p} to {p} daddr . udp dport . {p} saddr . udp sport map @s{s}
+    meta nfproto {f} ct status dnat meta l4proto udp snat {p} to {opened} map @s{s}
   }}
   chain count{s} {{
-    type filter hook postrouting priority filter;
-    meta nfproto {f} ct status dnat {p} daddr . udp dport . {p} saddr . udp sport vmap @cv{s}
+    ct status dnat {p} daddr . udp dport vmap @cv{s}
+    ct state new {flow} @d{s} {p} daddr . udp dport vmap @cv{s}
+  }}
+  chain cpre{s} {{
+    type filter hook prerouting priority -150;
+    meta nfproto {f} meta l4proto udp jump count{s}
+  }}
+  chain cout{s} {{
+    type filter hook output priority -150;
+    meta nfproto {f} meta l4proto udp jump count{s}
   }}
 """
-#: One shard of a family's counters: the set and the chain `cv{s}` jumps to.
+#: One shard of a family's counters: the set and the chain `cv{s}` sends packets to.
 _SHARD_TEMPLATE = """
-  set c{s}_{j} {{ type {a} . inet_service . {a} . inet_service; counter; }}
+  set c{s}_{j} {{ type {a} . inet_service; counter; }}
   chain k{s}_{j} {{
-    {p} daddr . udp dport . {p} saddr . udp sport @c{s}_{j}
+    {p} daddr . udp dport @c{s}_{j}
   }}
 """
-#: Counter sets per family. A binding's two counters sit in one shard, chosen by the
-#: parties' addresses; a binding's last figures are read from its shard alone (reading
-#: costs libnftables about 7 us per element, which the 1 Hz read pays for all).
+#: Counter sets per family. A binding's two counters sit in one shard; its last figures
+#: are read from that shard alone (libnftables takes about 7 us per listed element,
+#: which the 1 Hz read pays for all).
 SHARDS = 16
 
 #: What the relay sends from its own sockets (user space) is not tracked: an entry it
@@ -134,25 +143,26 @@ class _Binding:
     b: Leg
 
     def dnat(self) -> list[tuple[tuple, tuple]]:
+        """party . local -> the other party, for each party's packets."""
         a, b = self.a, self.b
-        return [
-            ((*a.remote, a.local[1]), b.remote),
-            ((*b.remote, b.local[1]), a.remote),
-        ]
+        return [((*a.remote, *a.local), b.remote), ((*b.remote, *b.local), a.remote)]
 
     def snat(self) -> list[tuple[tuple, tuple]]:
+        """The local address a connection was opened to -> the one it leaves from."""
         a, b = self.a, self.b
-        return [((*b.remote, *a.remote), b.local), ((*a.remote, *b.remote), a.local)]
+        return [(a.local, b.local), (b.local, a.local)]
 
-    def counted(self) -> tuple[tuple, tuple]:
-        """The counter keys of the a->b and the b->a direction."""
-        a, b = self.a, self.b
-        return (*b.remote, *a.remote), (*a.remote, *b.remote)
+    def counted(self) -> tuple[Address, Address]:
+        """The counter keys of the a->b and the b->a direction: where each party sends.
+
+        The counting chains run before NAT, where a party's packets still carry the
+        local address they were sent to, whichever side opened the connection."""
+        return self.a.local, self.b.local
 
     @property
     def shard(self) -> str:
         """The name suffix of the binding's counter set and chain: 4_3, 6_15."""
-        j = zlib.crc32(repr(self.counted()[0]).encode()) % SHARDS
+        j = zlib.crc32(repr(self.a.local).encode()) % SHARDS
         return f"{_FAMILIES[self.family][0]}_{j}"
 
     def flows(self) -> list[tuple[Address, Address]]:
@@ -313,7 +323,16 @@ class KernelOffload:
         parts = [f"add table inet {self.table}", f"delete table inet {self.table}"]
         parts.append(f"table inet {self.table} {{")
         for suffix, proto, addr in _FAMILIES.values():
-            parts.append(_FAMILY_TEMPLATE.format(s=suffix, p=proto, a=addr, f="ipv" + suffix))
+            parts.append(
+                _FAMILY_TEMPLATE.format(
+                    s=suffix,
+                    p=proto,
+                    a=addr,
+                    f="ipv" + suffix,
+                    flow=f"{proto} saddr . udp sport . {proto} daddr . udp dport",
+                    opened=f"ct original {proto} daddr . ct original proto-dst",
+                )
+            )
             for j in range(SHARDS):
                 parts.append(_SHARD_TEMPLATE.format(s=suffix, p=proto, a=addr, j=j))
         parts.append(_UNTRACKED.format(low=self.port_min, high=self.port_max))
@@ -471,7 +490,7 @@ class KernelOffload:
         for b in bindings:
             keys = [{"concat": list(k)} for k in b.counted()]
             out.setdefault("c" + b.shard, []).extend(keys)
-            jump = {"jump": {"target": "k" + b.shard}}
+            jump = {"goto": {"target": "k" + b.shard}}
             out.setdefault("cv" + _FAMILIES[b.family][0], []).extend([k, jump] for k in keys)
         return [self._elements(name, elem) for name, elem in out.items()]
 
@@ -507,11 +526,11 @@ class KernelOffload:
         text = self._list(sorted(shards))
         seen = self._seen
         for m in _COUNTED.finditer(text):
-            ckey = (m[1], int(m[2]), m[3], int(m[4]))
+            ckey = (m[1], int(m[2]))
             found = by_ckey.get(ckey)
             if found is None:
                 continue
-            pkts, nbytes = int(m[5]), int(m[6])
+            pkts, nbytes = int(m[3]), int(m[4])
             last = seen.get(ckey, (0, 0))
             if (pkts, nbytes) == last:
                 continue
