@@ -238,6 +238,7 @@ class KernelOffload:
         self._owner: dict[tuple, Hashable] = {}  # d and c element keys of `wanted`
         self._seen: dict[tuple, tuple[int, int]] = {}  # last read counter of a c key
         self._pending: dict[Hashable, list[int]] = {}  # counts not yet taken
+        self._touched: set[Hashable] = set()  # keys bound or unbound since the last commit
         self.closed = False
 
     # Start-up and shut-down.
@@ -349,17 +350,23 @@ class KernelOffload:
 
     def flush_stale(self, locals_: list[tuple[int, str]]) -> int:
         """Delete the conntrack entries with one of our addresses and a port of our range
-        on either side: at start-up they can only be a previous instance's."""
-        hosts = {_canonical(family, host) for family, host in locals_}
-        wildcard = any(ipaddress.ip_address(h).is_unspecified for h in hosts)
+        on either side: at start-up they can only be a previous instance's. The kernel
+        filters the dump by our addresses (the parties open every entry we NAT: our own
+        sends are not tracked), unless we listen on a wildcard address."""
         stale = []
         for family in {family for family, _ in locals_}:
-            for entry in self.ct[family].dump(_tuple(family, proto=UDP)):
-                if any(
-                    self._ours(ends, hosts, wildcard)
-                    for ends in (entry.tuple_orig, entry.tuple_reply)
-                ):
-                    stale.append((family, entry.tuple_orig))
+            hosts = {_canonical(family, host) for f, host in locals_ if f == family}
+            wildcard = any(ipaddress.ip_address(h).is_unspecified for h in hosts)
+            filters = (
+                [_tuple(family)] if wildcard else [_tuple(family, dst=(h, None)) for h in hosts]
+            )
+            for tup in filters:
+                for entry in self.ct[family].dump(tup):
+                    if any(
+                        self._ours(ends, hosts, wildcard)
+                        for ends in (entry.tuple_orig, entry.tuple_reply)
+                    ):
+                        stale.append((family, entry.tuple_orig))
         for family in _FAMILIES:
             self.ct[family].delete([tup for f, tup in stale if f == family])
         if stale:
@@ -389,9 +396,11 @@ class KernelOffload:
         for k in keys:
             self._owner[k] = key
         self.wanted[key] = binding
+        self._touched.add(key)
         return True
 
     def unbind(self, key: Hashable) -> None:
+        self._touched.add(key)
         binding = self.wanted.pop(key, None)
         if binding is not None:
             for k in self._element_keys(binding):
@@ -403,7 +412,7 @@ class KernelOffload:
 
     @property
     def dirty(self) -> bool:
-        return self.wanted != self.live
+        return any(self.wanted.get(k) != self.live.get(k) for k in self._touched)
 
     @staticmethod
     def _element_keys(binding: _Binding) -> list[tuple]:
@@ -447,10 +456,13 @@ class KernelOffload:
 
         Raises OffloadError when libnftables refused a change; the bindings it could
         not add are then unbound (their streams stay in user space)."""
-        if not self.dirty:
+        touched, self._touched = self._touched, set()
+        removed = {k: self.live[k] for k in touched if k in self.live}
+        removed = {k: b for k, b in removed.items() if self.wanted.get(k) != b}
+        added = {k: self.wanted[k] for k in touched if k in self.wanted}
+        added = {k: b for k, b in added.items() if self.live.get(k) != b}
+        if not removed and not added:
             return
-        removed = {k: b for k, b in self.live.items() if self.wanted.get(k) != b}
-        added = {k: b for k, b in self.wanted.items() if self.live.get(k) != b}
         if removed:
             self._run([{"delete": {"element": e}} for e in self._nat_elements(removed.values())])
             self._flush_flows(removed.values())
@@ -508,11 +520,20 @@ class KernelOffload:
 
     # Counters.
 
-    def read_counters(self) -> dict[Hashable, Counts]:
+    def read_counters(self, keys: Iterable[Hashable] | None = None) -> dict[Hashable, Counts]:
         """Packets and bytes relayed per binding since the last call, in one read of the
-        counter sets; bindings removed since then included (their last figures)."""
-        if self.live:
-            self._read(self.live, {b.shard for b in self.live.values()})
+        counter sets (with `keys`, of their shards only); bindings removed since then
+        included (their last figures, read when they were removed)."""
+        live = self.live
+        if keys is not None:
+            shards = {live[k].shard for k in keys if k in live}
+            live = {k: b for k, b in live.items() if b.shard in shards}
+        if live:
+            self._read(live, {b.shard for b in live.values()})
+        return self.take_counts()
+
+    def take_counts(self) -> dict[Hashable, Counts]:
+        """What earlier reads found and no call took yet (no read of the kernel)."""
         pending, self._pending = self._pending, {}
         return {key: tuple(v) for key, v in pending.items()}  # type: ignore[misc]
 
@@ -652,7 +673,7 @@ def _first_line(err: str) -> str:
     return next((line.strip() for line in err.splitlines() if line.strip()), "")
 
 
-def _tuple(family: int, src: Address | None = None, dst: Address | None = None, proto=UDP):
+def _tuple(family: int, src: tuple | None = None, dst: tuple | None = None, proto=UDP) -> Any:
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
     return NFCTAttrTuple(

@@ -12,7 +12,7 @@ one packet in 250, and leaving it there halves the counters read every second.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from rtpp.config import Config
 from rtpp.kernel_offload import KernelOffload, Leg, OffloadError, table_name
@@ -52,25 +52,35 @@ class KernelRoute:
             bound = False
         if engine.dirty:
             self._commit()
-            self.sync()
+            self._apply(engine.take_counts())
         after = engine.live.get(pipe)
         self._mark(pipe, bound and after is not None, moved=before not in (None, after))
 
-    def release(self, sess: Session) -> None:
-        """Session end: no packet is forwarded once this returns; last counts applied."""
-        self.engine.unbind(sess.rtp)
+    def release(self, sessions: Iterable[Session]) -> None:
+        """Sessions ending: no packet is forwarded once this returns, and their last
+        counts are applied. Many at once (shutdown) cost one commit."""
+        pipes = [sess.rtp for sess in sessions]
+        for pipe in pipes:
+            self.engine.unbind(pipe)
         if self.engine.dirty:
             self._commit()
-            self.sync()
-        self._mark(sess.rtp, False)
+            self._apply(self.engine.take_counts())
+        for pipe in pipes:
+            self._mark(pipe, False)
 
-    def sync(self) -> None:
-        """Add what the kernel relayed since the last call to the streams' counters."""
+    def sync(self, sess: Session | None = None) -> None:
+        """Add what the kernel relayed since the last call to the streams' counters (with
+        `sess`, at least that session's: a read of its shard only)."""
+        keys = None if sess is None else (sess.rtp,)
         try:
-            counts = self.engine.read_counters()
+            counts = self.engine.read_counters(keys)
         except OffloadError as exc:
             self._log.log(log, logging.ERROR, "kernel offload: reading counters failed: %s", exc)
             return
+        self._apply(counts)
+
+    @staticmethod
+    def _apply(counts: dict) -> None:
         for pipe, (pkts_ab, _, pkts_ba, _) in counts.items():
             s0, s1 = pipe.streams
             s0.nkernel += pkts_ab

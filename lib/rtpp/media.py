@@ -80,10 +80,11 @@ class Media:
         if self.kernel is not None:
             self.kernel.update(sess)
 
-    def sync_kernel(self) -> None:
-        """Bring the kernel-relayed packets into the streams' counters (Q, G, I, sweeps)."""
+    def sync_kernel(self, sess: Session | None = None) -> None:
+        """Bring the kernel-relayed packets into the streams' counters (G, I, sweeps; Q
+        for its session)."""
         if self.kernel is not None:
-            self.kernel.sync()
+            self.kernel.sync(sess)
 
     def close_kernel(self) -> None:
         """Remove the kernel route's table (after every session is destroyed)."""
@@ -179,7 +180,7 @@ class Media:
         for st in sess.streams():
             self._close_attachments(st)
         if self.kernel is not None:
-            self.kernel.release(sess)
+            self.kernel.release((sess,))
         for index in (0, 1):
             self.release_leg(sess, index)
         self._fold(sess)
@@ -204,6 +205,8 @@ class Media:
 
     def destroy_all(self, reason: str) -> int:
         sessions = list(self.sessions)
+        if self.kernel is not None:
+            self.kernel.release(sessions)  # one commit for all
         for sess in sessions:
             self.destroy(sess, reason)
         return len(sessions)

@@ -49,7 +49,7 @@ def handle(cmd: Query, app, peer) -> str:
         raise CommandError(ECode.PARSE_8)
     verbose = bool(cmd.mods)
     sess, leg = found
-    app.media.sync_kernel()
+    app.media.sync_kernel(sess)
     a = sess.rtp.streams[leg]
     o = sess.rtp.streams[1 - leg]
     parts = []
