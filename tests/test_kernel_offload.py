@@ -115,3 +115,29 @@ def test_sequence_skew_follows_the_kernel_relayed_packets():
     KernelRoute._mark(sess.rtp, True, moved=True)  # re-latched: counts from here
     st.nkernel += 3
     assert seq_skew(st, None) == 3
+
+
+def test_packets_the_kernel_relayed_are_neither_received_nor_lost_for_the_analyzer():
+    import struct
+
+    from rtpp.rtp import RtpAnalyzer
+
+    def packet(seq: int) -> bytes:
+        return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, seq * 160, 7) + bytes(160)
+
+    for skipped in (0, 100, 536, 537, 40000):
+        an = RtpAnalyzer()
+        for seq in range(65530, 65540):  # across the wrap
+            an.defer(packet(seq), seq * 0.02)
+        if skipped:
+            an.skip_run(skipped)
+        nfed = an.nfed
+        for seq in range(65540 + skipped, 65550 + skipped):
+            an.defer(packet(seq), seq * 0.02)
+        assert (an.nsent, an.nrcvd, an.nlost, an.ndups) == (20, 20, 0, 0), skipped
+        assert an.nfed == nfed + 10
+
+    plain = RtpAnalyzer()
+    for seq in [*range(10), *range(110, 120)]:
+        plain.feed(packet(seq), seq * 0.02)
+    assert plain.nlost == 100  # without skip_run a short spell is a gap

@@ -110,8 +110,12 @@ class KernelRoute:
                     st.seq_skew = 0
                 st.kernel_mark = st.nkernel
             elif not bound and st.kernel_mark >= 0:
-                st.seq_skew += st.nkernel - st.kernel_mark
-                st.skew_nfed = st.analyzer.nfed if st.analyzer is not None else -1
+                relayed = st.nkernel - st.kernel_mark
+                st.seq_skew += relayed
+                if st.analyzer is not None:
+                    if relayed:
+                        st.analyzer.skip_run(st.seq_skew)
+                    st.skew_nfed = st.analyzer.nfed
                 st.kernel_mark = -1
 
 
