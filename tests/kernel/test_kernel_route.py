@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import short_tmpdir
+from helpers import UdpClient, short_tmpdir
 from integration.media_util import parse_port_reply, rtp
 from integration.test_recording import packets_in
 from integration.test_timeouts import Listener
 from kernel.kcall import KCall, make_call, start_relay, wait_for
+from netns_lab import inside
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -238,3 +239,22 @@ def test_the_kernel_route_works_after_dropping_to_an_unprivileged_user(rtpproxy,
     assert lab.elements() == 0
     proxy.stop()
     assert not [t for t in lab.tables() if t.startswith("rtpproxy_")]
+
+
+def test_a_copy_started_mid_call_gets_every_packet_from_that_moment(rtpproxy, lab):
+    proxy = start_relay(rtpproxy, lab)
+    call = make_call(proxy, lab)
+    call.latch()
+    call.a_to_b(10)
+    with inside(lab.relay):
+        listener = UdpClient("127.0.0.1")
+    lab.sockets.append(listener)
+    assert proxy.cmd(f"C {call.call_id} udp:127.0.0.1:{listener.port} ftag;1 ttag;1") == "0"
+    sent = []
+    for _ in range(20):
+        sent += call.send_a(1)
+        assert call.b.recv(timeout=2.0)[0] == sent[-1]
+    copied = [listener.recv(timeout=2.0)[0] for _ in sent]
+    assert copied == sent
+    assert listener.recv_none(0.2)
+    assert call.query("npkts_ina", "rtpa_nrcvd") == {"npkts_ina": 31, "rtpa_nrcvd": 21}
