@@ -136,14 +136,15 @@ def machine_ticks() -> int:
     return 0
 
 
-def kernel_tables(low: int) -> list[str]:
-    """nftables tables of a --kernel-offload daemon with media ports from `low`."""
+def kernel_tables(low: int) -> list[list[str]]:
+    """[family, name] of the nftables tables of a --kernel-offload daemon with media
+    ports from `low`."""
     try:
         out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return []
-    names = [line.split()[-1] for line in out.stdout.splitlines() if line.startswith("table")]
-    return [n for n in names if n.startswith(f"{KERNEL_TABLE_PREFIX}{low}_")]
+    tables = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("table")]
+    return [t for t in tables if t[-1].startswith(f"{KERNEL_TABLE_PREFIX}{low}_")]
 
 
 def port_range(n_calls: int) -> tuple[int, int]:
@@ -252,8 +253,8 @@ class Running:
                 self.proc.wait()
         self.log.close()
         if self.target == "rtpproxy-kernel":
-            for name in kernel_tables(self.low):  # left by a daemon that had to be killed
-                subprocess.run(["nft", "delete", "table", "inet", name], check=False)
+            for family, name in kernel_tables(self.low):  # left by a daemon that was killed
+                subprocess.run(["nft", "delete", "table", family, name], check=False)
 
 
 @dataclass

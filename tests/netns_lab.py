@@ -146,7 +146,12 @@ class Lab:
         return run("nft", *args, ns=self.relay).stdout
 
     def tables(self) -> list[str]:
-        return [line.split()[-1] for line in self.nft("list", "tables").splitlines()]
+        """`family name` of every nftables table in the relay namespace."""
+        return [" ".join(line.split()[1:]) for line in self.nft("list", "tables").splitlines()]
+
+    def instance_tables(self) -> list[str]:
+        """The tables of rtpproxy instances (`ip NAME` and `ip6 NAME` each)."""
+        return sorted(t for t in self.tables() if t.split()[-1].startswith("rtpproxy_"))
 
     def elements(self) -> int:
         """Map and set elements in every table of the relay namespace."""

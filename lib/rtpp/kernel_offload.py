@@ -66,35 +66,46 @@ _FORWARDING = {
 #: One counted element in `list set` text output: addr . port . addr . port counter ...
 _COUNTED = re.compile(r"([0-9a-fA-F.:]+) \. (\d+) counter packets (\d+) bytes (\d+)")
 
-#: One address family's maps, counter dispatch and chains; {s} 4 or 6, {p} ip or ip6.
-#: A rule is one line: nft ends a rule at the end of a line.
+#: The table of one address family ({p}: ip or ip6; {s}: 4 or 6), between the braces of
+#: `table {p} NAME`. One table per family, not one inet table: a packet then passes only
+#: its own family's base chains. Every UDP packet to the port range passes the counting
+#: chains, and every UDP packet sent from it the untracked chain; nothing else here sees
+#: other packets but the NAT chains, which see only a connection's first packet. What
+#: the relay sends from its own sockets (user space) is not tracked: an entry it made
+#: would stand, as the reply direction, for the party's packets to that socket and keep
+#: them from being NATed once the stream is bound. A rule is one line: nft ends a rule
+#: at the end of a line.
 _FAMILY_TEMPLATE = """
   map d{s} {{ type {a} . inet_service . {a} . inet_service : {a} . inet_service; }}
   map s{s} {{ type {a} . inet_service : {a} . inet_service; }}
   map cv{s} {{ type {a} . inet_service : verdict; }}
-  chain pre{s} {{
+  chain pre {{
     type nat hook prerouting priority dstnat;
-    meta nfproto {f} dnat {p} to {flow} map @d{s}
+    dnat to {flow} map @d{s}
   }}
-  chain out{s} {{
+  chain out {{
     type nat hook output priority -100;
-    meta nfproto {f} dnat {p} to {flow} map @d{s}
+    dnat to {flow} map @d{s}
   }}
-  chain post{s} {{
+  chain post {{
     type nat hook postrouting priority srcnat;
-    meta nfproto {f} ct status dnat meta l4proto udp snat {p} to {opened} map @s{s}
+    ct status dnat meta l4proto udp snat to ct original {p} daddr . ct original proto-dst map @s{s}
   }}
-  chain count{s} {{
+  chain count {{
     ct status dnat {p} daddr . udp dport vmap @cv{s}
     ct state new {flow} @d{s} {p} daddr . udp dport vmap @cv{s}
   }}
-  chain cpre{s} {{
+  chain cpre {{
     type filter hook prerouting priority -150;
-    meta nfproto {f} meta l4proto udp jump count{s}
+    udp dport {low}-{high} jump count
   }}
-  chain cout{s} {{
+  chain cout {{
     type filter hook output priority -150;
-    meta nfproto {f} meta l4proto udp jump count{s}
+    udp dport {low}-{high} jump count
+  }}
+  chain untracked {{
+    type filter hook output priority raw;
+    udp sport {low}-{high} notrack
   }}
 """
 #: One shard of a family's counters: the set and the chain `cv{s}` sends packets to.
@@ -108,16 +119,6 @@ _SHARD_TEMPLATE = """
 #: are read from that shard alone (libnftables takes about 7 us per listed element,
 #: which the 1 Hz read pays for all).
 SHARDS = 16
-
-#: What the relay sends from its own sockets (user space) is not tracked: an entry it
-#: made would stand, as the reply direction, for the party's packets to that socket and
-#: keep them from being NATed once the stream is bound.
-_UNTRACKED = """
-  chain untracked {{
-    type filter hook output priority raw;
-    udp sport {low}-{high} notrack
-  }}
-"""
 
 Address = tuple[str, int]
 #: Packets and bytes from a to b, then from b to a.
@@ -300,7 +301,7 @@ class KernelOffload:
             self.close()
             return None
         self.families = families
-        log.info("kernel offload on: nftables table inet %s", table)
+        log.info("kernel offload on: nftables tables ip and ip6 %s", table)
         return self
 
     def close(self) -> None:
@@ -321,30 +322,35 @@ class KernelOffload:
     def _create_table(self) -> None:
         """Replace the table in one transaction. In libnftables' text syntax: its JSON
         parser (1.0.6) crashes on a NAT statement whose target is a concatenated map."""
-        parts = [f"add table inet {self.table}", f"delete table inet {self.table}"]
-        parts.append(f"table inet {self.table} {{")
+        parts = []
         for suffix, proto, addr in _FAMILIES.values():
+            table = f"{proto} {self.table}"
+            parts += [f"add table {table}", f"delete table {table}", f"table {table} {{"]
             parts.append(
                 _FAMILY_TEMPLATE.format(
                     s=suffix,
                     p=proto,
                     a=addr,
-                    f="ipv" + suffix,
+                    low=self.port_min,
+                    high=self.port_max,
                     flow=f"{proto} saddr . udp sport . {proto} daddr . udp dport",
-                    opened=f"ct original {proto} daddr . ct original proto-dst",
                 )
             )
             for j in range(SHARDS):
                 parts.append(_SHARD_TEMPLATE.format(s=suffix, p=proto, a=addr, j=j))
-        parts.append(_UNTRACKED.format(low=self.port_min, high=self.port_max))
-        parts.append("}")
+            parts.append("}")
         rc, _, err = self.nft.cmd("\n".join(parts))
         if rc != 0:
             raise OffloadError(_first_line(err) or f"libnftables returned {rc}")
 
     def _delete_table(self) -> None:
         try:
-            self._run([{"delete": {"table": {"family": "inet", "name": self.table}}}])
+            self._run(
+                [
+                    {"delete": {"table": {"family": proto, "name": self.table}}}
+                    for _, proto, _ in _FAMILIES.values()
+                ]
+            )
         except OffloadError as exc:
             log.error("kernel offload: cannot remove table %s: %s", self.table, exc)
 
@@ -507,7 +513,8 @@ class KernelOffload:
         return [self._elements(name, elem) for name, elem in out.items()]
 
     def _elements(self, name: str, elem: list) -> dict:
-        return {"family": "inet", "table": self.table, "name": name, "elem": elem}
+        family = "ip6" if name.lstrip("cdsv").startswith("6") else "ip"
+        return {"family": family, "table": self.table, "name": name, "elem": elem}
 
     def _flush_flows(self, bindings: Iterable[_Binding]) -> None:
         """Delete the conntrack entries of the parties' flows to us (NATed or not):
@@ -567,7 +574,8 @@ class KernelOffload:
         nft = self.nft
         out = []
         for shard in shards:
-            rc, text, err = nft.cmd(f"list set inet {self.table} c{shard}")
+            family = "ip6" if shard.startswith("6") else "ip"
+            rc, text, err = nft.cmd(f"list set {family} {self.table} c{shard}")
             if rc != 0:
                 raise OffloadError(err.strip())
             out.append(text)
@@ -575,15 +583,18 @@ class KernelOffload:
 
     def element_count(self) -> int:
         """Elements in the table's maps and sets (a leak check)."""
-        rc, out, err = self.nft.json_cmd({"nftables": [{"list": {"table": {
-            "family": "inet", "name": self.table}}}]})  # fmt: skip
-        if rc != 0:
-            raise OffloadError(err.strip())
-        return sum(
-            len(obj.get(kind, {}).get("elem", ()))
-            for obj in out["nftables"]
-            for kind in ("map", "set")
-        )
+        total = 0
+        for _, proto, _ in _FAMILIES.values():
+            rc, out, err = self.nft.json_cmd({"nftables": [{"list": {"table": {
+                "family": proto, "name": self.table}}}]})  # fmt: skip
+            if rc != 0:
+                raise OffloadError(err.strip())
+            total += sum(
+                len(obj.get(kind, {}).get("elem", ()))
+                for obj in out["nftables"]
+                for kind in ("map", "set")
+            )
+        return total
 
     def _run(self, cmds: list[dict]) -> None:
         if not cmds:

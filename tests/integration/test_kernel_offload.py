@@ -28,4 +28,4 @@ def test_kernel_relays_a_call_and_d_stops_it(rtpproxy, lab):
     assert call.b.recv_none(0.3)
     assert lab.elements() == 0
     proxy.stop()
-    assert not [t for t in lab.tables() if t.startswith("rtpproxy_")]
+    assert not lab.instance_tables()

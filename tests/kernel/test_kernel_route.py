@@ -142,12 +142,12 @@ def test_a_killed_instance_is_cleaned_up_by_the_next(rtpproxy, lab):
     ports = (proxy.port_min, proxy.port_max)
     call = make_call(proxy, lab)
     call.latch()
-    tables = [t for t in lab.tables() if t.startswith("rtpproxy_")]
-    assert len(tables) == 1
+    tables = lab.instance_tables()
+    assert [t.split()[0] for t in tables] == ["ip", "ip6"]
     proxy.stop(signal.SIGKILL)
     call.a_to_b(3)  # the dead instance's table and NAT entries still forward
     again = start_relay(rtpproxy, lab, ports=ports)
-    assert [t for t in lab.tables() if t.startswith("rtpproxy_")] == tables
+    assert lab.instance_tables() == tables
     assert lab.elements() == 0
     assert not [e for e in lab.conntrack() if f"dport={call.to_b[1]}" in e]
     assert "flushed" in again.stderr_text()
@@ -196,7 +196,7 @@ def test_without_forwarding_one_line_says_so_and_user_space_relays(rtpproxy, lab
     assert call.query("rtpa_nrcvd") == {"rtpa_nrcvd": 6}
     lines = [line for line in proxy.stderr_text().splitlines() if "kernel offload" in line]
     assert len(lines) == 1 and "net.ipv4.ip_forward is 0" in lines[0], lines
-    assert not [t for t in lab.tables() if t.startswith("rtpproxy_")]
+    assert not lab.instance_tables()
 
 
 def test_without_cap_net_admin_one_line_says_so_and_user_space_relays(rtpproxy, lab):
@@ -238,7 +238,7 @@ def test_the_kernel_route_works_after_dropping_to_an_unprivileged_user(rtpproxy,
     assert call.delete() == "0"
     assert lab.elements() == 0
     proxy.stop()
-    assert not [t for t in lab.tables() if t.startswith("rtpproxy_")]
+    assert not lab.instance_tables()
 
 
 def test_a_copy_started_mid_call_gets_every_packet_from_that_moment(rtpproxy, lab):
