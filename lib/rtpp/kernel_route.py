@@ -119,7 +119,7 @@ class KernelRoute:
                 st.kernel_mark = -1
 
 
-def seq_skew(st: Stream, sync: Callable[[], None] | None) -> int:
+def seq_skew(st: Stream, sync: Callable[[Session], None] | None) -> int:
     """RTP packets of `st`'s party the analyzer has not seen because the kernel relayed
     them after the last one it saw (0 when it has seen packets since)."""
     if st.kernel_mark < 0:
@@ -127,7 +127,7 @@ def seq_skew(st: Stream, sync: Callable[[], None] | None) -> int:
             return st.seq_skew
         return 0
     if sync is not None:
-        sync()
+        sync(st.session)  # its shard only
     return st.seq_skew + st.nkernel - st.kernel_mark
 
 
