@@ -4,7 +4,7 @@
 #                                     python3-nftables (bundled for --kernel-offload)
 #   packaging/install-deps.sh check   plus lintian, groff, man-db, systemd,
 #                                     adduser (the packaging tests), tshark
-#                                     (the pcap recording tests), iproute2,
+#                                     (the pcap recording tests), iproute2, procps,
 #                                     nftables and conntrack (the kernel tests)
 # Only missing packages are installed; the package lists are refreshed only
 # when an install fails without them.  Needs root (or nothing to install).
@@ -12,7 +12,7 @@ set -eu
 
 build_pkgs="debhelper dpkg-dev python3-venv python3-nftables libnftables1"
 check_pkgs="$build_pkgs lintian groff-base groff man-db systemd adduser util-linux tshark
-    iproute2 nftables conntrack"
+    iproute2 procps nftables conntrack"
 
 case "${1:-build}" in
     build) wanted=$build_pkgs ;;
