@@ -1,11 +1,12 @@
-"""rtpp.kernel_offload without the kernel: names, element keys, queued changes, the
-counter listing parser, and the route decision of rtpp.kernel_route."""
+"""rtpp.media.kernel without the kernel: names, element keys, queued changes, the
+counter listing parser; the sequence skew re-latching uses, and the analyzer's runs
+across a spell in the kernel."""
 
 from __future__ import annotations
 
 import socket
 
-from rtpp.kernel_offload import _COUNTED, KernelOffload, Leg, _Binding, table_name
+from rtpp.media.kernel import _COUNTED, KernelOffload, Leg, _Binding, table_name
 
 
 def engine() -> KernelOffload:
@@ -96,31 +97,38 @@ def test_counter_listing_parser():
 def test_sequence_skew_follows_the_kernel_relayed_packets():
     import struct
 
-    from rtpp.kernel_route import KernelRoute, seq_skew
-    from rtpp.rtp import RtpAnalyzer
-    from rtpp.session import Session
+    from rtpp.media.analyzer import RtpAnalyzer
+    from rtpp.media.kernel_driver import _mark
+    from rtpp.media.session import Session
 
     sess = Session("c", "f;1", 0.0, 0.0)
     st = sess.rtp.streams[0]
     st.analyzer = RtpAnalyzer()
-    KernelRoute._mark(sess.rtp, True)
+    st.analyzer.feed(struct.pack("!BBHII", 0x80, 0, 1, 0, 7) + bytes(160), 0.0)
+    _mark(sess.rtp, True)
     st.nkernel += 100
-    assert seq_skew(st, None) == 100
-    KernelRoute._mark(sess.rtp, False)  # back in user space, nothing analysed yet
-    assert seq_skew(st, None) == 100
-    st.analyzer.feed(struct.pack("!BBHII", 0x80, 0, 101, 0, 7) + bytes(160), 1.0)
-    assert seq_skew(st, None) == 0  # the analyzer is up to date again
-    KernelRoute._mark(sess.rtp, True)
+    assert st.seq_skew == 100
+    _mark(sess.rtp, False)  # back in user space, nothing analysed yet
+    assert st.seq_skew == 100
+    st.analyzer.feed(struct.pack("!BBHII", 0x80, 0, 102, 0, 7) + bytes(160), 1.0)
+    assert st.seq_skew == 0  # the analyzer is up to date again
+    assert st.analyzer.nlost == 0  # a new run after the kernel's packets
+    _mark(sess.rtp, True)
     st.nkernel += 5
-    KernelRoute._mark(sess.rtp, True, moved=True)  # re-latched: counts from here
+    _mark(sess.rtp, True, moved=True)  # re-latched: counts from here
     st.nkernel += 3
-    assert seq_skew(st, None) == 3
+    assert st.seq_skew == 3
 
 
 def test_packets_the_kernel_relayed_are_neither_received_nor_lost_for_the_analyzer():
     import struct
 
-    from rtpp.rtp import RtpAnalyzer
+    from rtpp.media.analyzer import RtpAnalyzer
+    from rtpp.media.rtp import HEADER, RECORD
+
+    def defer(an: RtpAnalyzer, data: bytes, arrival: float) -> None:
+        """What the relay's fast path does with a plain packet (analysed at sync)."""
+        an.pending += RECORD.pack(arrival, *HEADER.unpack_from(data))
 
     def packet(seq: int) -> bytes:
         return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, seq * 160, 7) + bytes(160)
@@ -128,12 +136,12 @@ def test_packets_the_kernel_relayed_are_neither_received_nor_lost_for_the_analyz
     for skipped in (0, 100, 536, 537, 40000):
         an = RtpAnalyzer()
         for seq in range(65530, 65540):  # across the wrap
-            an.defer(packet(seq), seq * 0.02)
+            defer(an, packet(seq), seq * 0.02)
         if skipped:
             an.skip_run(skipped)
         nfed = an.nfed
         for seq in range(65540 + skipped, 65550 + skipped):
-            an.defer(packet(seq), seq * 0.02)
+            defer(an, packet(seq), seq * 0.02)
         assert (an.nsent, an.nrcvd, an.nlost, an.ndups) == (20, 20, 0, 0), skipped
         assert an.nfed == nfed + 10
 

@@ -1,4 +1,4 @@
-"""Runs rtpp.kernel_offload.KernelOffload in the namespace it is started in, driven by
+"""Runs rtpp.media.kernel.KernelOffload in the namespace it is started in, driven by
 JSON requests on standard input, one JSON reply line each (tests/kernel)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
 
-from rtpp.kernel_offload import KernelOffload, Leg  # noqa: E402
+from rtpp.media.kernel import KernelOffload, Leg  # noqa: E402
 
 
 def leg(pair: list) -> Leg:

@@ -1,4 +1,4 @@
-"""rtpp.kernel_offload on its own against the real kernel: a driver process in the relay
+"""rtpp.media.kernel on its own against the real kernel: a driver process in the relay
 namespace of a netns_lab, real UDP between the phone namespaces."""
 
 from __future__ import annotations

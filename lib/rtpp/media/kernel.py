@@ -1,4 +1,5 @@
-"""Kernel fast path: a plain RTP pipe forwarded by netfilter (nftables NAT + conntrack).
+"""The kernel fast path's engine: RTP pipes forwarded by netfilter (nftables NAT and
+conntrack). kernel_driver.py decides which; this module knows nothing of sessions.
 
 A binding joins two legs, each a remote party and the local socket address that party
 sends to. Packets from `a.remote` to `a.local` are rewritten by DNAT to `b.remote` and
