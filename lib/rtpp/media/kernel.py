@@ -403,15 +403,15 @@ class KernelOffload:
         for k in keys:
             self._owner[k] = key
         self.wanted[key] = binding
-        self._touched.add(key)
+        self._note(key)
         return True
 
     def unbind(self, key: Hashable) -> None:
-        self._touched.add(key)
         binding = self.wanted.pop(key, None)
         if binding is not None:
             for k in self._element_keys(binding):
                 self._owner.pop(k, None)
+            self._note(key)
 
     def is_bound(self, key: Hashable) -> bool:
         """True when `key` is forwarded by the kernel (committed)."""
@@ -419,7 +419,15 @@ class KernelOffload:
 
     @property
     def dirty(self) -> bool:
-        return any(self.wanted.get(k) != self.live.get(k) for k in self._touched)
+        return bool(self._touched)
+
+    def _note(self, key: Hashable) -> None:
+        """Keep `key` among the changes to commit while its wanted state differs from
+        the committed one (and only then: nothing is kept for a no-op)."""
+        if self.wanted.get(key) != self.live.get(key):
+            self._touched.add(key)
+        else:
+            self._touched.discard(key)
 
     @staticmethod
     def _element_keys(binding: _Binding) -> list[tuple]:
