@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 
-from rtpp.commands import FailedReply
+from rtpp.commands import FailedReply, local_addr
 from rtpp.commands.command import (
     AddrMods,
     RemoteAddr,
@@ -24,7 +24,6 @@ from rtpp.commands.command import (
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.reply import compose_subreplies, port_reply
 from rtpp.config import ListenAddr
-from rtpp.netutil import check_bindable, family_of, routed_source
 from rtpp.ports import PortsExhausted
 from rtpp.resizer import Resizer
 from rtpp.session import Session, make_address
@@ -33,17 +32,20 @@ log = logging.getLogger(__name__)
 
 
 def handle(cmd: Update, app, peer) -> str:
+    chosen = local_addr.check(cmd.mods, app.config)
+    check_sub_addrs(cmd.subcommands, app.config)
     if not cmd.lookup and cmd.notify_socket is not None and not app.notifier.configured:
         raise CommandError(ECode.NSOFF)
     found = app.sessions.find_exact(cmd.call_id, cmd.from_tag, cmd.to_tag)
     if found is None:
         if cmd.lookup:
             return FailedReply("0")
-        sess, sel = _create(cmd, app), 0
+        sess, sel = _create(cmd, app, chosen), 0
     else:
         sess, leg = found
         sel = leg if cmd.lookup else 1 - leg
-        _refresh_leg(sess, sel, cmd.mods, app, sess.leg(sel)[0].sock is None or cmd.mods.new_port)
+        allocate = sess.leg(sel)[0].sock is None or cmd.mods.new_port
+        _refresh_leg(sess, sel, cmd.mods, app, allocate, chosen)
         _mark_strength(sess, sel, cmd)
     if not cmd.lookup:
         _set_notify(sess, cmd, app, peer)
@@ -64,10 +66,20 @@ def run_subs(subs, sess: Session, sel: int, app) -> list:
     return out
 
 
-def _create(cmd: Update, app) -> Session:
+def check_sub_addrs(subs, config) -> None:
+    """The addresses `&& L` sub-commands name are checked with the command: E3."""
+    for sub in subs:
+        if isinstance(sub, SubLookup):
+            try:
+                local_addr.check(sub.mods, config)
+            except CommandError as exc:
+                raise CommandError(ECode.PARSE_SUBC) from exc
+
+
+def _create(cmd: Update, app, chosen: ListenAddr | None) -> Session:
     media = app.media
     sess = media.create_session(cmd.call_id, cmd.from_tag)
-    l1, l0 = pick_new_laddrs(cmd.mods, app)
+    l1, l0 = local_addr.for_new_session(cmd.mods, app.config, chosen)
     sess.rtp.streams[1].laddr = sess.rtcp.streams[1].laddr = l1
     try:
         media.allocate_leg(sess, 0, l0)
@@ -82,11 +94,13 @@ def _create(cmd: Update, app) -> Session:
     return sess
 
 
-def _refresh_leg(sess: Session, sel: int, mods: AddrMods, app, allocate: bool) -> None:
+def _refresh_leg(
+    sess: Session, sel: int, mods: AddrMods, app, allocate: bool, chosen: ListenAddr | None
+) -> None:
     if not allocate:
         return
     media = app.media
-    laddr = pick_leg_laddr(sess, sel, mods, app)
+    laddr = local_addr.for_leg(sess.leg(sel)[0].laddr, mods, app.config, chosen)
     try:
         media.allocate_leg(sess, sel, laddr)
     except (PortsExhausted, OSError) as exc:
@@ -113,94 +127,13 @@ def _set_notify(sess: Session, cmd: Update, app, peer) -> None:
     sess.notify_tag = cmd.notify_tag
 
 
-# Local address selection (PROTOCOL.md §7.7).
-
-
-def _family(mods: AddrMods) -> int:
-    return socket.AF_INET6 if mods.ipv6 else socket.AF_INET
-
-
-def first_of_family(app, family: int) -> ListenAddr:
-    for laddr in app.config.listen:
-        if laddr.family == family:
-            return laddr
-    raise CommandError(ECode.INVLARG_6)
-
-
-def explicit_laddr(mods: AddrMods, app) -> ListenAddr | None:
-    """The address named by an L{label}, L<addr> or R<addr> modifier."""
-    if mods.local_label is not None:
-        for laddr in app.config.listen:
-            if laddr.label == mods.local_label:
-                return laddr
-        raise CommandError(ECode.INVLARG_1)
-    if mods.local_addr is not None:
-        return _bindable(mods.local_addr)
-    if mods.route_to is not None:
-        return _routed(mods.route_to)
-    return None
-
-
-def _bindable(host: str) -> ListenAddr:
-    try:
-        check_bindable(host)
-    except OSError as exc:
-        raise CommandError(ECode.INVLARG_1) from exc
-    return ListenAddr(family_of(host), host)
-
-
-def _routed(host: str) -> ListenAddr:
-    try:
-        return ListenAddr(family_of(host), routed_source(host))
-    except OSError as exc:
-        raise CommandError(ECode.INVLARG_2) from exc
-
-
-def _bridge_laddr(app, letter: str) -> ListenAddr:
-    internal, external = app.config.bridge
-    return external if letter == "e" else internal
-
-
-def _default_for(mods: AddrMods, app) -> ListenAddr:
-    default = app.config.listen[0]
-    family = _family(mods)
-    if default.family != family:
-        return first_of_family(app, family)
-    return default
-
-
-def pick_new_laddrs(mods: AddrMods, app) -> tuple[ListenAddr, ListenAddr]:
-    """(leg 1, leg 0) local addresses of a new session."""
-    explicit = explicit_laddr(mods, app)
-    if explicit is not None:
-        return explicit, explicit
-    default = _default_for(mods, app)
-    if mods.bridge:
-        l1 = _bridge_laddr(app, mods.bridge[0])
-        l0 = _bridge_laddr(app, mods.bridge[1]) if len(mods.bridge) > 1 else default
-        return l1, l0
-    return default, default
-
-
-def pick_leg_laddr(sess: Session, sel: int, mods: AddrMods, app) -> ListenAddr:
-    explicit = explicit_laddr(mods, app)
-    if explicit is not None:
-        return explicit
-    if mods.new_port and len(mods.bridge) > 1:
-        return _bridge_laddr(app, mods.bridge[1])
-    current = sess.leg(sel)[0].laddr
-    if current is not None and (mods.bridge or current.family == _family(mods)):
-        return current
-    return _default_for(mods, app)
-
-
 # Applying the command to the session.
 
 
 def _apply(sess: Session, sel: int, mods: AddrMods, remote: RemoteAddr, app) -> None:
     upd = 1 - sel
     rtp_upd, rtcp_upd = sess.leg(upd)
-    _apply_remote(sess, upd, remote, _family(mods))
+    _apply_remote(sess, upd, remote, local_addr.mods_family(mods))
     asym = mods.asymmetric or (app.config.asymmetric_default and not mods.symmetric)
     rtp_upd.asymmetric = rtcp_upd.asymmetric = asym
     rtp_upd.codecs = mods.codecs
@@ -294,7 +227,7 @@ def _run_sub(sub, sess: Session, sel: int, app):
 def _sub_lookup(sub: SubLookup, sess: Session, sel: int, app) -> str:
     lsel = 1 - sel
     allocate = sess.leg(lsel)[0].sock is None or sub.mods.new_port
-    _refresh_leg(sess, lsel, sub.mods, app, allocate)
+    _refresh_leg(sess, lsel, sub.mods, app, allocate, local_addr.explicit(sub.mods, app.config))
     _apply(sess, lsel, sub.mods, sub.remote, app)
     sess.reset_ttl()
     return _port_text(sess, lsel)
@@ -304,7 +237,7 @@ def set_leg(sub: SubSet, sess: Session, sel: int, independent: bool):
     index = 1 - sel if sub.reverse else sel
     if sub.ttl is not None:
         legs = (index,) if independent else (0, 1)
-        sess.set_ttl_max(sub.ttl, legs)
+        sess.set_leg_ttl(sub.ttl, legs)
     if sub.tos is not None:
         for st in sess.leg(index):
             if st.sock is not None and st.laddr.family == socket.AF_INET:
