@@ -142,7 +142,7 @@ class Media:
         if sess.complete:
             return
         sess.complete = True
-        sess.set_ttl_max(self.config.ttl_s)
+        sess.start_call_ttl(self.config.ttl_s)
         self.counters.incr("nsess_complete")
         sess.refresh_fast()
 

@@ -134,6 +134,8 @@ class Session:
     # Inactivity timers per leg; in unified mode both move together.
     ttl: list[int] = field(default_factory=lambda: [0, 0])
     ttl_max: list[int] = field(default_factory=lambda: [0, 0])
+    # A leg's timeout once the call is set up, from `S ttl=N` (None: the -T default).
+    ttl_set: list[int | None] = field(default_factory=lambda: [None, None])
     notify_target: Any = None
     notify_tag: bytes | None = None
     deleted: bool = False
@@ -185,6 +187,18 @@ class Session:
         for i in legs:
             self.ttl_max[i] = value
             self.ttl[i] = value
+
+    def set_leg_ttl(self, value: int, legs: tuple[int, ...]) -> None:
+        """`S ttl=N`: the legs' timeout from now on, setup phase or not."""
+        for i in legs:
+            self.ttl_set[i] = value
+        self.set_ttl_max(value, legs)
+
+    def start_call_ttl(self, default_s: int) -> None:
+        """Setup is over: each leg's timer restarts on its `S ttl=` value or `default_s`."""
+        for i in (0, 1):
+            value = self.ttl_set[i]
+            self.set_ttl_max(default_s if value is None else value, (i,))
 
     def refresh_fast(self) -> None:
         """Recompute each stream's fast-path route after any state change."""
