@@ -301,6 +301,11 @@ class Recording:
 
     def _copy_single(self, sess: Session, leg: int, name: str) -> bool:
         rtp, rtcp = sess.leg(leg)
+        for slot in ("recorder", "copier"):
+            _drop_dead((rtp, rtcp), slot)
+        if rtp.recorder is not None or rtp.copier is not None:
+            # As the classic: one single-file recording per leg, never over another.
+            return False
         (fname,) = self._fresh_names(lambda n: [copy_name(_numbered(name, n), None)])
         rec = self._open(fname, "RTP/RTCP")
         if rec is None:
