@@ -208,6 +208,26 @@ def unlink_socket(path: str, inode: tuple[int, int] | None = None) -> None:
         pass
 
 
+def clear_socket_path(path: str) -> str | None:
+    """Make room for a new unix socket at `path` (its server checked it is not live).
+
+    A stale socket or a regular file is removed, as the classic does (its test harness
+    hands it a file made by mktemp); a directory, symbolic link, FIFO or device is left
+    alone, so binding fails. Returns what was removed ("socket", "file") or None.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    kind = "socket" if stat.S_ISSOCK(mode) else "file" if stat.S_ISREG(mode) else None
+    if kind is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            return None
+    return kind
+
+
 def socket_inode(path: str) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)
