@@ -306,10 +306,14 @@ class Recording:
         if rtp.recorder is not None or rtp.copier is not None:
             # As the classic: one single-file recording per leg, never over another.
             return False
-        (fname,) = self._fresh_names(lambda n: [copy_name(_numbered(name, n), None)])
-        rec = self._open(fname, "RTP/RTCP")
-        if rec is None:
-            return False
+        rec = _single_copy(sess.rtp.streams[1 - leg].copier)
+        if rec is not None:  # the other leg's single file takes this leg too
+            rec.retain()
+        else:
+            (fname,) = self._fresh_names(lambda n: [copy_name(_numbered(name, n), None)])
+            rec = self._open(fname, "RTP/RTCP")
+            if rec is None:
+                return False
         _replace(rtp, "copier", self._wrap(rtp, rec))
         if not self.config.no_rtcp_record:
             _replace(rtcp, "copier", SwappedRtcp(rec.retain(), rtcp))
@@ -332,6 +336,14 @@ class Recording:
             opened = opened or not is_rtcp
         sess.refresh_fast()
         return opened
+
+
+def _single_copy(copier) -> Recorder | None:
+    """The live single-file recorder behind a leg's `Cs` copy, if that is what it has."""
+    rec = copier.recorder if isinstance(copier, RoutedLocal) else copier
+    if isinstance(rec, Recorder) and rec.active and rec.label == "RTP/RTCP":
+        return rec
+    return None
 
 
 def _numbered(name: str, number: int) -> str:
