@@ -80,7 +80,7 @@ class Media:
         Raises PortsExhausted, or OSError (EMFILE when the descriptor reserve is reached).
         """
         try:
-            pair = self.allocate_pair(laddr.family, laddr.host)
+            pair = self.allocate_pair(laddr.family, laddr.host, sess.leg(index)[0].tos)
         except PortsExhausted:
             self.counters.incr("nsess_refused_ports")
             log.error("can't allocate a port pair: range exhausted", extra=sess.log_ctx)
@@ -95,7 +95,7 @@ class Media:
             st.relay = StreamRelay(st, self.ctx)
         sess.refresh_fast()
 
-    def allocate_pair(self, family: int, host: str) -> SocketPair:
+    def allocate_pair(self, family: int, host: str, tos: int | None = None) -> SocketPair:
         """Bind a port pair within the descriptor budget (a leg's, or a `C` copy's).
 
         Raises PortsExhausted, or OSError (EMFILE when the descriptor reserve is reached).
@@ -106,7 +106,8 @@ class Media:
             self._refuse_for_fds()
             raise OSError(errno.EMFILE, "descriptor reserve reached")
         try:
-            pair = self.allocators[family].allocate(bind_pair(family, host, self.config.tos))
+            tos = self.config.tos if tos is None else tos
+            pair = self.allocators[family].allocate(bind_pair(family, host, tos))
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 self._refuse_for_fds()

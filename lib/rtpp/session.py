@@ -88,6 +88,7 @@ class Stream:
     codecs: str | None = None
     ptime_ms: int = 0
     weak: bool = False
+    tos: int | None = None  # `S tos=N` (None: -t), also for ports the leg gets later
     relay: Any = None  # relay.StreamRelay owning the socket
 
     @property

@@ -61,4 +61,6 @@ def handle(cmd: Query, app, peer) -> str:
         text = f"{value:f}" if is_float else str(int(value))
         parts.append(f"{name}={text}" if verbose else text)
     body = require_fit(" ".join(parts), ECode.RTOOBIG_2, peer.overhead)
-    return compose_subreplies(body, run_subs(cmd.subcommands, sess, leg, app), peer.overhead)
+    # Sub-commands act forward on the leg facing the from-tag party ("a").
+    subs = run_subs(cmd.subcommands, sess, 1 - leg, app)
+    return compose_subreplies(body, subs, peer.overhead)

@@ -56,13 +56,20 @@ def handle(cmd: Update, app, peer) -> str:
 
 
 def run_subs(subs, sess: Session, sel: int, app) -> list:
-    """Run in order up to the first failure; nothing runs on a session a `D` destroyed."""
+    """Run in order up to the first failure; nothing runs on a session a `D` destroyed.
+
+    `sel` is the leg whose port the main command returned: `S` acts on the other leg
+    (forward) or on it (`Sr`). An `&& L` returns the other leg's port, and the
+    sub-commands after it see the legs the other way round, as in the classic.
+    """
     out = []
     for sub in subs:
         result = -1 if sess.deleted else _run_sub(sub, sess, sel, app)
         out.append(result)
         if result == -1:
             break
+        if isinstance(sub, SubLookup):
+            sel = 1 - sel
     return out
 
 
@@ -234,12 +241,23 @@ def _sub_lookup(sub: SubLookup, sess: Session, sel: int, app) -> str:
 
 
 def set_leg(sub: SubSet, sess: Session, sel: int, independent: bool):
-    index = 1 - sel if sub.reverse else sel
+    """`S ttl=`/`S tos=` on the leg facing the command's party (`Sr`: the other one)."""
+    index = sel if sub.reverse else 1 - sel
     if sub.ttl is not None:
         legs = (index,) if independent else (0, 1)
         sess.set_leg_ttl(sub.ttl, legs)
     if sub.tos is not None:
-        for st in sess.leg(index):
-            if st.sock is not None and st.laddr.family == socket.AF_INET:
-                st.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, sub.tos)
+        return set_tos(sess.leg(index), sub.tos)
+    return None
+
+
+def set_tos(streams, tos: int):
+    """IPv4 legs only (-1 otherwise); kept for ports the leg gets later."""
+    if any(st.laddr is not None and st.laddr.family != socket.AF_INET for st in streams):
+        return -1
+    for st in streams:
+        st.tos = tos
+        for sock in (st.sock, st.twin):
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
     return None
