@@ -213,15 +213,18 @@ def test_regular_file_at_socket_path_is_replaced_by_the_socket(rtpproxy, spec):
     assert stat.S_ISSOCK(os.lstat(path).st_mode)
     assert proxy.cmd("V") == "20040107"
     assert proxy.stop() == 0
-    assert "removed the regular file at that path" in proxy.stderr_text()
+    assert "removed the empty file at that path" in proxy.stderr_text()
     assert not os.path.exists(path)
 
 
-@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink"])
+@pytest.mark.parametrize("kind", ["file with data", "directory", "fifo", "symlink"])
 def test_other_things_at_socket_path_are_left_alone(kind):
     d = short_tmpdir()
     path = os.path.join(d, "ctl")
-    if kind == "directory":
+    if kind == "file with data":
+        with open(path, "w") as f:
+            f.write("keep")
+    elif kind == "directory":
         os.mkdir(path)
     elif kind == "fifo":
         os.mkfifo(path)

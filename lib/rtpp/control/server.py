@@ -316,7 +316,7 @@ class StreamListener(Listener):
         if socket_in_use(path):
             raise BindError(self.spec, "Address already in use (a running process serves it)")
         if clear_socket_path(path) == "file":
-            log.warning("control socket %s: removed the regular file at that path", path)
+            log.warning("control socket %s: removed the empty file at that path", path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)
