@@ -187,3 +187,12 @@ def test_ttl_set_with_the_answer_is_kept_by_later_lookups(rtpproxy):
     proxy.cmd("U k4 127.0.0.1 4000 fa tb")
     proxy.cmd("L k4 127.0.0.1 4002 fa tb")
     assert ttl_of(proxy, "k4") in near(60)  # no S: the -T default
+
+
+def test_independent_timers_q_reports_the_queried_legs_own(rtpproxy):
+    proxy = rtpproxy("-T", "60", "-i")
+    assert proxy.cmd("U k5 127.0.0.1 4000 fa tb && S ttl=5").split()[0].isdigit()
+    assert proxy.cmd("L k5 127.0.0.1 4002 fa tb").isdigit()
+    assert ttl_of(proxy, "k5") in near(5)  # the caller's leg, which S acted on
+    reply = proxy.cmd("Qv k5 tb fa ttl")
+    assert reply in ("ttl=60", "ttl=59")

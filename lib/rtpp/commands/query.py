@@ -24,7 +24,7 @@ def _jitter(attr: str) -> Callable[[Stream, Stream, Session], float]:
 
 #: name -> (value of (a, o, session), is_float); "a" faces the ftag party, "o" the other.
 QUERY_STATS: dict[str, tuple[Callable, bool]] = {
-    "ttl": (lambda a, o, s: max(0, min(s.ttl)), False),
+    "ttl": (lambda a, o, s: max(0, s.ttl[a.index]), False),  # "a"'s own timer with -i
     "npkts_ina": (lambda a, o, s: a.npkts_in, False),
     "npkts_ino": (lambda a, o, s: o.npkts_in, False),
     "longest_ipi": (lambda a, o, s: a.analyzer.longest_ipi if a.analyzer else 0.0, True),
