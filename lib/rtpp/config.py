@@ -78,7 +78,6 @@ class Config:
     overload_prot: bool = False  # --overload_prot
     no_resolve: bool = False  # --no_resolve
     no_redirect: bool = False  # --no_redirect
-    dso: tuple[str, ...] = ()  # --dso
     config_file: str | None = None  # --config
     extra: dict = field(default_factory=dict)
 
