@@ -15,9 +15,10 @@ process. One nftables table per daemon instance holds, per address family:
   endpoints would be rewritten too. Keyed by our own ports, it holds one element per
   side even when many calls share the same two parties' addresses;
 * `c4_0`..`c6_15`: sets of local address . port with a per-element counter, reached
-  through the verdict map `cv4`/`cv6` from filter chains in prerouting and output that
-  run before NAT: a packet of a DNATed connection (`ct status dnat`), or one about to
-  open one (new, and in `d4`), counts at the local address its party sent it to: the
+  through the verdict map `cv4`/`cv6` from a filter chain in postrouting: a packet of
+  a DNATed connection (`ct status dnat`) counts at the local address its party sent it
+  to, which conntrack keeps for either direction (the original tuple's destination
+  for the party that opened the connection, the reply tuple's for the other): the
   exact packet and byte count of each direction of each binding, in SHARDS sets per
   family. The NAT chains cannot count: they only see a connection's first packet.
 
@@ -69,9 +70,10 @@ _COUNTED = re.compile(r"([0-9a-fA-F.:]+) \. (\d+) counter packets (\d+) bytes (\
 
 #: The table of one address family ({p}: ip or ip6; {s}: 4 or 6), between the braces of
 #: `table {p} NAME`. One table per family, not one inet table: a packet then passes only
-#: its own family's base chains. Every UDP packet to the port range passes the counting
-#: chains, and every UDP packet sent from it the untracked chain; nothing else here sees
-#: other packets but the NAT chains, which see only a connection's first packet. What
+#: its own family's base chains. Every packet leaving or crossing the host passes the
+#: counting chain (one `ct status` test unless it was DNATed), every packet sent from
+#: the host the untracked chain (a port comparison), and the NAT chains see only a
+#: connection's first packet. What
 #: the relay sends from its own sockets (user space) is not tracked: an entry it made
 #: would stand, as the reply direction, for the party's packets to that socket and keep
 #: them from being NATed once the stream is bound. A rule is one line: nft ends a rule
@@ -90,19 +92,15 @@ _FAMILY_TEMPLATE = """
   }}
   chain post {{
     type nat hook postrouting priority srcnat;
-    ct status dnat meta l4proto udp snat to ct original {p} daddr . ct original proto-dst map @s{s}
+    ct status dnat meta l4proto udp snat to {opened} map @s{s}
   }}
   chain count {{
-    ct status dnat {p} daddr . udp dport vmap @cv{s}
-    ct state new {flow} @d{s} {p} daddr . udp dport vmap @cv{s}
+    type filter hook postrouting priority filter;
+    ct status dnat jump counted
   }}
-  chain cpre {{
-    type filter hook prerouting priority -150;
-    udp dport {low}-{high} jump count
-  }}
-  chain cout {{
-    type filter hook output priority -150;
-    udp dport {low}-{high} jump count
+  chain counted {{
+    meta l4proto udp ct direction original {opened} vmap @cv{s}
+    meta l4proto udp ct direction reply {answered} vmap @cv{s}
   }}
   chain untracked {{
     type filter hook output priority raw;
@@ -113,7 +111,8 @@ _FAMILY_TEMPLATE = """
 _SHARD_TEMPLATE = """
   set c{s}_{j} {{ type {a} . inet_service; counter; }}
   chain k{s}_{j} {{
-    {p} daddr . udp dport @c{s}_{j}
+    meta l4proto udp ct direction original {opened} @c{s}_{j}
+    meta l4proto udp ct direction reply {answered} @c{s}_{j}
   }}
 """
 #: Counter sets per family. A binding's two counters sit in one shard; its last figures
@@ -155,10 +154,7 @@ class _Binding:
         return [(a.local, b.local), (b.local, a.local)]
 
     def counted(self) -> tuple[Address, Address]:
-        """The counter keys of the a->b and the b->a direction: where each party sends.
-
-        The counting chains run before NAT, where a party's packets still carry the
-        local address they were sent to, whichever side opened the connection."""
+        """The counter keys of the a->b and the b->a direction: where each party sends."""
         return self.a.local, self.b.local
 
     @property
@@ -335,10 +331,20 @@ class KernelOffload:
                     low=self.port_min,
                     high=self.port_max,
                     flow=f"{proto} saddr . udp sport . {proto} daddr . udp dport",
+                    opened=f"ct original {proto} daddr . ct original proto-dst",
+                    answered=f"ct reply {proto} daddr . ct reply proto-dst",
                 )
             )
             for j in range(SHARDS):
-                parts.append(_SHARD_TEMPLATE.format(s=suffix, p=proto, a=addr, j=j))
+                parts.append(
+                    _SHARD_TEMPLATE.format(
+                        s=suffix,
+                        a=addr,
+                        j=j,
+                        opened=f"ct original {proto} daddr . ct original proto-dst",
+                        answered=f"ct reply {proto} daddr . ct reply proto-dst",
+                    )
+                )
             parts.append("}")
         rc, _, err = self.nft.cmd("\n".join(parts))
         if rc != 0:
