@@ -10,6 +10,8 @@ import socket
 import stat
 import sys
 
+from rtpp import linuxcaps
+
 log = logging.getLogger(__name__)
 
 READY_TOKEN = b"OK"
@@ -240,6 +242,29 @@ def unlink_socket(path: str, inode: tuple[int, int] | None = None) -> None:
         pass
 
 
+def clear_socket_path(path: str) -> str | None:
+    """Make room for a new unix socket at `path` (its server checked it is not live).
+
+    A stale socket or an empty regular file is removed, as the classic does (its test
+    harness hands it a file made by mktemp). Anything else is left alone, so binding
+    fails: a file with data in it (the classic would delete even that, `/bin/sh` as
+    root), a directory, a symbolic link, a FIFO or a device. Returns what was removed
+    ("socket", "file") or None.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    empty_file = stat.S_ISREG(st.st_mode) and st.st_size == 0
+    kind = "socket" if stat.S_ISSOCK(st.st_mode) else "file" if empty_file else None
+    if kind is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            return None
+    return kind
+
+
 def socket_inode(path: str) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)
@@ -287,8 +312,13 @@ def chown_socket(path: str, uid: int | None, gid: int | None, mode: int) -> None
         os.chmod(path, mode)
 
 
-def drop_privileges(uid: int | None, gid: int | None, user: str | None) -> None:
+def drop_privileges(
+    uid: int | None, gid: int | None, user: str | None, keep_net_admin: bool = False
+) -> None:
     """initgroups/setgid before setuid. With only a user, `gid` is the user's primary group.
+
+    `keep_net_admin`: keep CAP_NET_ADMIN (and no other capability) after setuid, for the
+    kernel route (--kernel-offload), whose nftables and conntrack calls need it.
 
     Nothing to do (and no right to do it) for a process already running unprivileged
     as that user and group: a live handoff's successor of a daemon that dropped them.
@@ -307,7 +337,12 @@ def drop_privileges(uid: int | None, gid: int | None, user: str | None) -> None:
                 os.setgroups([gid])
             os.setgid(gid)
         if uid is not None:
+            if keep_net_admin:
+                linuxcaps.keep_caps(True)
             os.setuid(uid)
+            if keep_net_admin:
+                linuxcaps.keep_caps(False)
+                linuxcaps.set_only(linuxcaps.CAP_NET_ADMIN)
     except OSError as exc:
         raise DaemonError(f"can't switch to requested user/group: {exc.strerror}") from None
 

@@ -37,6 +37,10 @@ class DaemonCarrier:
             return "a stdio: control socket cannot be handed to another process"
         if self.app.draining:
             return "the process is draining (SIGHUP)"
+        if self.app.config.kernel_offload:
+            # A new process would replace the kernel's forwarding table (kernel.py) while
+            # this one still relies on it.
+            return "the kernel route (--kernel-offload) cannot be handed to another process"
         return media_state.refusal(self.app)
 
     def quiesce(self) -> None:

@@ -18,6 +18,7 @@ from rtpp.media.analyzer import RtpAnalyzer
 from rtpp.media.drivers import make_driver
 from rtpp.media.errors import BindFailed, DescriptorsExhausted, Draining, Overloaded, PortsExhausted
 from rtpp.media.fdbudget import FdBudget, nofile_limit
+from rtpp.media.kernel_driver import KernelDriver
 from rtpp.media.notify import Notifier
 from rtpp.media.playback.attach import Players
 from rtpp.media.playback.resizer import Resizer
@@ -48,7 +49,9 @@ class Media:
         self.overloaded = False
         self.fds = FdBudget(nofile_limit())
         self.ctx = RelayContext(counters, config.strict_source, config.dup_small, self.fds)
-        self.driver = make_driver(config.relay_driver, self.ctx)
+        self.driver = KernelDriver.wrap(config, make_driver(config.relay_driver, self.ctx))
+        #: The kernel route, when --kernel-offload is given and the host allows it.
+        self.kernel = self.driver if isinstance(self.driver, KernelDriver) else None
         self.allocators = {
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
             for family in (socket.AF_INET, socket.AF_INET6)
@@ -84,7 +87,7 @@ class Media:
         Raises NoPorts (PortsExhausted, DescriptorsExhausted, BindFailed).
         """
         try:
-            pair = self.allocate_pair(laddr.family, laddr.host)
+            pair = self.allocate_pair(laddr.family, laddr.host, sess.leg(index)[0].tos)
         except PortsExhausted:
             self.counters.incr("nsess_refused_ports")
             log.error("can't allocate a port pair: range exhausted", extra=sess.log_ctx)
@@ -94,7 +97,7 @@ class Media:
         rtp.open(pair.rtp, laddr)
         rtcp.open(pair.rtcp, laddr)
 
-    def allocate_pair(self, family: int, host: str) -> SocketPair:
+    def allocate_pair(self, family: int, host: str, tos: int | None = None) -> SocketPair:
         """Bind a port pair within the descriptor budget (a leg's, or a `C` copy's).
 
         Raises NoPorts (PortsExhausted, DescriptorsExhausted, BindFailed). The caller
@@ -105,7 +108,8 @@ class Media:
             self._refuse_for_fds()
             raise DescriptorsExhausted
         try:
-            pair = self.allocators[family].allocate(bind_pair(family, host, self.config.tos))
+            tos = self.config.tos if tos is None else tos
+            pair = self.allocators[family].allocate(bind_pair(family, host, tos))
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 self._refuse_for_fds()
@@ -139,7 +143,7 @@ class Media:
     def complete(self, sess: Session) -> None:
         if sess.complete:
             return
-        sess.set_ttl_max(self.config.ttl_s)
+        sess.start_call_ttl(self.config.ttl_s)
         self.counters.incr("nsess_complete")
         sess.mark_complete()
 
@@ -255,6 +259,11 @@ class Media:
 
     # Live figures for G and I.
 
+    def sync_kernel(self, sess: Session | None = None) -> None:
+        """Bring the packets the kernel relayed into the streams' counters (G, I and the
+        sweeper for all sessions, Q for its own)."""
+        self.driver.refresh(sess)
+
     def live_sum(self, counter: Counter) -> float:
         """The live streams' part of a STREAM counter."""
         of_stream = counter.of_stream
@@ -263,6 +272,8 @@ class Media:
 
     def close(self) -> None:
         """Shutdown: every session destroyed, every recording finished, then the driver."""
+        if self.kernel is not None:
+            self.kernel.release(self.sessions)  # one commit for all
         self.destroy_all("shutdown")
         self.recording.close()  # every recording written, closed and moved
         self.driver.close()

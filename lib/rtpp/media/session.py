@@ -77,6 +77,14 @@ class Stream:
     nignored: int = 0
     nplayer_drop: int = 0  # accepted but dropped for an active player (no TTL refresh)
     ttl_mark: int = 0  # npkts_in - nplayer_drop at the last sweep
+    # The kernel route (kernel_driver.py): packets from the party the kernel relayed;
+    # while the stream is bound, nkernel when the binding started (else -1); the
+    # sequence numbers the analyzer missed in the kernel, valid while it has been fed
+    # `skew_nfed` packets (see seq_skew).
+    nkernel: int = 0
+    kernel_mark: int = -1
+    skew_base: int = 0
+    skew_nfed: int = -1
     # Attachments: set only through the methods below.
     recorder: Sink | None = None
     copier: Sink | None = None  # remote copy, mirror or local copy recorder
@@ -85,6 +93,7 @@ class Stream:
     codecs: str | None = None
     ptime_ms: int = 0
     weak: bool = False
+    tos: int | None = None  # `S tos=N` (None: -t), also for ports the leg gets later
 
     @property
     def has_ports(self) -> bool:
@@ -100,16 +109,29 @@ class Stream:
     @property
     def nrcvd(self) -> int:
         """Packets read while the session was complete."""
-        return self.slow_rcvd + self.nfast
+        return self.slow_rcvd + self.nfast + self.nkernel
 
     @property
     def npkts_in(self) -> int:
         """Packets accepted from the party this stream faces."""
-        return self.slow_in + self.nfast
+        return self.slow_in + self.nfast + self.nkernel
 
     @property
     def nrelayed(self) -> int:
-        return self.slow_relayed + self.nfast - self.nfast_unsent
+        return self.slow_relayed + self.nfast - self.nfast_unsent + self.nkernel
+
+    @property
+    def seq_skew(self) -> int:
+        """RTP packets of the party the kernel relayed after the last one the analyzer
+        saw: how far its sequence moved on unseen (latch.may_relatch adds it). While the
+        stream is bound the counts are read first (its session's shard only)."""
+        if self.kernel_mark >= 0:
+            driver = self.session.driver
+            if driver is not None:
+                driver.refresh(self.session)
+            return self.skew_base + self.nkernel - self.kernel_mark
+        an = self.analyzer
+        return self.skew_base if an is not None and an.nfed == self.skew_nfed else 0
 
     @property
     def kind(self) -> str:
@@ -141,9 +163,12 @@ class Stream:
         self.session._reroute()
 
     def set_tos(self, tos: int) -> None:
-        if self.sock is not None and self.laddr is not None:
-            if self.laddr.family == socket.AF_INET:
-                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        """IP TOS of this stream's sockets (the connected twin too), kept for a socket
+        it gets later. The caller checks the stream is IPv4."""
+        self.tos = tos
+        for sock in (self.sock, self.twin):
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
     # Latching, packet side (the controller side is Session.update_leg).
 
@@ -224,6 +249,8 @@ class Session:
     # Inactivity timers per leg; in unified mode both move together.
     ttl: list[int] = field(default_factory=lambda: [0, 0])
     ttl_max: list[int] = field(default_factory=lambda: [0, 0])
+    # A leg's timeout once the call is set up, from `S ttl=N` (None: the -T default).
+    ttl_set: list[int | None] = field(default_factory=lambda: [None, None])
     notify_target: Any = None
     notify_tag: bytes | None = None
     deleted: bool = False
@@ -277,6 +304,18 @@ class Session:
         for i in legs:
             self.ttl_max[i] = value
             self.ttl[i] = value
+
+    def set_leg_ttl(self, value: int, legs: tuple[int, ...]) -> None:
+        """`S ttl=N`: the legs' timeout from now on, setup phase or not."""
+        for i in legs:
+            self.ttl_set[i] = value
+        self.set_ttl_max(value, legs)
+
+    def start_call_ttl(self, default_s: int) -> None:
+        """Setup is over: each leg's timer restarts on its `S ttl=` value or `default_s`."""
+        for i in (0, 1):
+            value = self.ttl_set[i]
+            self.set_ttl_max(default_s if value is None else value, (i,))
 
     # State changes that move routes.
 
