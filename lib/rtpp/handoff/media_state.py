@@ -43,18 +43,10 @@ from rtpp.media.session import Session, Stream
 
 log = logging.getLogger(__name__)
 
-SESSION_FIELDS = (
-    "created",
-    "created_wall",
-    "strong",
-    "complete",
-    "ttl",
-    "ttl_max",
-    "notify_target",
-    "notify_tag",
-    "allow_fast",
-    "rcvd_mark",
-)
+#: A session's own objects and identity; every other field is plain state (TTLs,
+#: notification target and tag, counters' marks) and carries over as it is.
+SESSION_OWN = frozenset(("call_id", "from_tag", "rtp", "rtcp", "deleted", "seq", "driver"))
+SESSION_FIELDS = tuple(f.name for f in fields(Session) if f.name not in SESSION_OWN)
 #: Everything else a stream holds is plain state (addresses, latching, counters, codecs).
 STREAM_OWN = frozenset(
     (
