@@ -53,6 +53,8 @@ class Config:
     bridge_symmetric: bool = False  # --bridge_symmetric
     strict_source: bool = False  # --strict-source: a latched leg never moves
     kernel_offload: bool = False  # --kernel-offload: plain RTP pipes forwarded by the kernel
+    #: A live handoff's successor: take over the running kernel route's table, not replace it.
+    kernel_adopt: bool = False
     relay_driver: str = "epoll"  # "epoll" or "greenlet" (media/drivers.py; RTPP_RELAY)
     # Recording.
     record_dir: str | None = None  # -r

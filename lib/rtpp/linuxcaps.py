@@ -11,6 +11,9 @@ import os
 
 CAP_NET_ADMIN = 12
 PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_IS_SET = 1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -35,6 +38,29 @@ def keep_caps(on: bool) -> None:
     if _libc().prctl(PR_SET_KEEPCAPS, int(on), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _error() -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err))
+
+
+def pass_on(cap: int) -> None:
+    """Keep `cap` across execve for a process that is not root: raise it into the
+    inheritable and the ambient set (it must be permitted). A child then starts with it
+    permitted and effective, and can pass it on the same way."""
+    libc = _libc()
+    if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) == 1:
+        return
+    header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise _error()
+    data[cap // 32].inheritable |= 1 << (cap % 32)
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise _error()
+    if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0:
+        raise _error()
 
 
 def set_only(cap: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -209,7 +210,7 @@ class Daemon:
                 daemon.set_nofile_limit(cfg.nofile_limit)
             if cfg.nice is not None:
                 daemon.set_nice(cfg.nice)
-            self.app = _import_app()(cfg)
+            self.app = _import_app()(dataclasses.replace(cfg, kernel_adopt=True))
             carrier.restore_app(self.app, sections["app"])
             carrier.restore_pidfile(self.pidfile, sections["pidfile"], fds)
             players = media_state.restore(self.app, sections["media"], fds)

@@ -32,7 +32,9 @@ def main() -> None:
                 locals_ = [
                     (socket.AF_INET6 if ":" in h else socket.AF_INET, h) for h in req["hosts"]
                 ]
-                engine = KernelOffload.open(req["table"], req["low"], req["high"], locals_)
+                engine = KernelOffload.open(
+                    req["table"], req["low"], req["high"], locals_, adopt=req.get("adopt", False)
+                )
                 reply["ok"] = engine is not None
             elif op == "bind":
                 reply["ok"] = engine.bind(req["key"], leg(req["a"]), leg(req["b"]))
@@ -43,6 +45,10 @@ def main() -> None:
                 reply["bound"] = sorted(engine.live)
             elif op == "read":
                 reply["counts"] = {k: list(v) for k, v in engine.read_counters().items()}
+            elif op == "export":
+                reply["bindings"] = engine.export()
+            elif op == "adopt":
+                reply["kept"] = engine.adopt_bindings(req["handed"])
             elif op == "elements":
                 reply["n"] = engine.element_count()
             elif op == "close":

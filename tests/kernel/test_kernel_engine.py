@@ -38,9 +38,9 @@ class Engine:
         assert "error" not in reply, reply
         return reply
 
-    def open(self, lab: Lab, low: int = LOW, high: int = HIGH) -> dict:
+    def open(self, lab: Lab, low: int = LOW, high: int = HIGH, adopt: bool = False) -> dict:
         hosts = [lab.v4("a", 1), lab.v4("b", 1), lab.v6("a", 1), lab.v6("b", 1)]
-        return self("open", table=self.table, low=low, high=high, hosts=hosts)
+        return self("open", table=self.table, low=low, high=high, hosts=hosts, adopt=adopt)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -178,6 +178,55 @@ def test_a_killed_engines_table_and_flows_are_replaced_at_the_next_open(lab, eng
     assert second("elements")["n"] == 0
     assert relayed(lab, a, b, LOW, "a") == []
     second("close")
+
+
+def flows_to(lab: Lab, port: int) -> list[list[str]]:
+    """The tuples (both directions) of the conntrack entries of flows to `port`."""
+    return [
+        [f for f in e.split() if f.split("=")[0] in ("src", "dst", "sport", "dport")]
+        for e in lab.conntrack()
+        if f"dport={port} " in e
+    ]
+
+
+def test_a_successor_adopts_the_table_keeps_its_bindings_and_reconciles(lab, engines):
+    """A live handoff's engine: the running table and its conntrack entries stay; the
+    bindings it wants too go on, counted from the old readings; the one nobody wants
+    goes, a new one comes, in one commit."""
+    old = start(lab, engines)
+    assert old.open(lab)["ok"]
+    a, b, a2, b2, a3, b3 = (lab.phone(side) for side in "ababab")
+    kept = legs(lab, a, b)
+    dropped = legs(lab, a2, b2, port_a=LOW + 4, port_b=LOW + 6)
+    added = legs(lab, a3, b3, port_a=LOW + 8, port_b=LOW + 10)
+    old("bind", key="k", a=kept[0], b=kept[1])
+    old("bind", key="gone", a=dropped[0], b=dropped[1])
+    old("commit")
+    assert len(relayed(lab, a, b, LOW, "a", n=4)) == 4
+    assert len(relayed(lab, a2, b2, LOW + 4, "a")) == 1
+    assert old("read")["counts"]["k"][0] == 4
+    handed = old("export")["bindings"]
+    assert len(handed) == 2
+    nat = flows_to(lab, LOW)
+    assert nat
+    assert len(relayed(lab, a, b, LOW, "a", n=3)) == 3  # after the export: the new one's
+    new = start(lab, engines)
+    assert new.open(lab, adopt=True)["ok"]
+    assert new("elements")["n"] == old("elements")["n"]  # nothing replaced
+    new("bind", key="k", a=kept[0], b=kept[1])
+    new("bind", key="new", a=added[0], b=added[1])
+    assert new("adopt", handed=handed)["kept"] == 1
+    assert new("commit")["bound"] == ["k", "new"]
+    assert flows_to(lab, LOW) == nat  # not flushed (a new entry would not be NATed)
+    assert len(relayed(lab, a, b, LOW, "a", n=2)) == 2
+    assert relayed(lab, a2, b2, LOW + 4, "a") == []
+    assert len(relayed(lab, a3, b3, LOW + 8, "a")) == 1
+    counts = new("read")["counts"]
+    assert counts["k"][0] == 5 and counts["new"][0] == 1 and "gone" not in counts
+    old.proc.send_signal(signal.SIGKILL)  # a predecessor leaves without a clean-up
+    old.proc.wait()
+    new("close")
+    assert not lab.instance_tables()
 
 
 def test_two_instances_never_touch_each_other(lab, engines):

@@ -11,8 +11,9 @@ import logging
 import os
 import stat
 
+from rtpp import linuxcaps
 from rtpp.control.server import ControlServer, StdioListener, UdpListener
-from rtpp.handoff import media_state
+from rtpp.handoff import media_state, state
 from rtpp.handoff.protocol import IDLE_TIMEOUT_S, HandoffFailed
 from rtpp.handoff.state import FdSource, FdTable, decode, encode
 
@@ -32,15 +33,23 @@ class DaemonCarrier:
     def sessions(self) -> int:
         return self.app.session_count
 
+    @property
+    def format(self) -> int:
+        """A successor takes the kernel route's table over only from format 2 on."""
+        return state.FORMAT if self.app.kernel_route_on else state.PLAIN_FORMAT
+
     def refusal(self) -> str | None:
         if any(isinstance(lst, StdioListener) for lst in self.server.listeners):
             return "a stdio: control socket cannot be handed to another process"
         if self.app.draining:
             return "the process is draining (SIGHUP)"
-        if self.app.config.kernel_offload:
-            # A new process would replace the kernel's forwarding table (kernel.py) while
-            # this one still relies on it.
-            return "the kernel route (--kernel-offload) cannot be handed to another process"
+        if self.app.kernel_route_on and os.geteuid() != 0:
+            # The successor (same user) takes over the kernel route's table: it needs
+            # CAP_NET_ADMIN from its start.
+            try:
+                linuxcaps.pass_on(linuxcaps.CAP_NET_ADMIN)
+            except OSError as exc:
+                return f"CAP_NET_ADMIN cannot be passed to the new process: {exc.strerror}"
         return media_state.refusal(self.app)
 
     def quiesce(self) -> None:

@@ -154,6 +154,8 @@ def _underlying(att) -> Recorder | None:
 def snapshot(app, fds: FdTable) -> dict:
     recorders: dict[int, int] = {}  # id(Recorder) -> index in the "recorders" list
     rec_docs: list[dict] = []
+    kernel = app.media.kernel
+    handed_kernel = kernel.export() if kernel is not None else None  # counters first
     sessions = []
     for sess in app.sessions:
         sess_doc = {"call_id": sess.call_id, "from_tag": sess.from_tag}
@@ -172,6 +174,7 @@ def snapshot(app, fds: FdTable) -> dict:
         ),
         "ip_id": IP_ID.value,
         "notify": [_target_doc(t, fds) for t in app.notifier.targets.values()],
+        "kernel": handed_kernel,
     }
 
 
@@ -265,6 +268,11 @@ def restore(app, doc: dict, fds: FdSource) -> list:
     players: list = []
     for sess_doc in doc.get("sessions", []):
         _restore_session(app, sess_doc, fds, rec_docs, recorders, players)
+    handed_kernel = doc.get("kernel")
+    if media.kernel is not None:
+        media.kernel.adopt(handed_kernel or [], app.sessions)
+    elif handed_kernel is not None:
+        raise HandoffFailed("the kernel route's table cannot be taken over (see the log)")
     for family, index in doc.get("allocators", {}).items():
         alloc = media.allocators.get(int(family))
         if alloc is not None and 0 <= index < alloc.size:

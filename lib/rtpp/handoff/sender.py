@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 class Carrier(Protocol):
     """What the daemon provides to be handed over."""
 
+    @property
+    def format(self) -> int:
+        """The state format its snapshot is written in."""
+
     def refusal(self) -> str | None:
         """Why this process cannot be handed over now (None: it can)."""
 
@@ -89,16 +93,17 @@ def _exchange(channel: Channel, carrier: Carrier, proc: subprocess.Popen) -> tup
     hello = _expect(channel, protocol.HELLO, protocol.HELLO_TIMEOUT_S, proc)
     info = hello.json()
     reads = info.get("reads") or [0, 0]
-    if not reads[0] <= state.FORMAT <= reads[1]:
+    fmt = carrier.format
+    if not reads[0] <= fmt <= reads[1]:
         raise HandoffFailed(
             f"the new executable (version {info.get('version')}) reads state formats "
-            f"{reads[0]}-{reads[1]}, this process writes {state.FORMAT}"
+            f"{reads[0]}-{reads[1]}, this process writes {fmt}"
         )
     paused_at = time.monotonic()
     try:
         carrier.quiesce()
         fds = state.FdTable()
-        doc = state.document(carrier.snapshot(fds))
+        doc = state.document(carrier.snapshot(fds), fmt)
         try:
             channel.send(protocol.STATE, doc, fds.fds)
         except ChannelError as exc:

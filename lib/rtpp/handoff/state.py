@@ -17,8 +17,12 @@ import base64
 from collections.abc import Iterable
 from typing import Any
 
-#: Written by this version; bump it when the meaning of a field changes.
-FORMAT = 1
+#: The newest format this version writes; bump it when the meaning of a field changes.
+#: 2: the media section's `kernel` list, the kernel route's bindings, which the successor
+#: takes over with the table (an older version would replace the table).
+FORMAT = 2
+#: What a process without the kernel route writes, which older versions read too.
+PLAIN_FORMAT = 1
 #: The oldest format this version can take over from.
 OLDEST_READABLE = 1
 
@@ -116,8 +120,8 @@ def slot_names(cls: type) -> list[str]:
     return [n for n in names if n not in ("__weakref__", "__dict__")]
 
 
-def document(sections: dict) -> dict:
-    return {"format": FORMAT, "sections": sections}
+def document(sections: dict, fmt: int = FORMAT) -> dict:
+    return {"format": fmt, "sections": sections}
 
 
 def sections_of(doc: dict) -> dict:

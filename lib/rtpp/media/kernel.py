@@ -125,6 +125,13 @@ Address = tuple[str, int]
 Counts = tuple[int, int, int, int]
 
 
+@dataclass(frozen=True, slots=True)
+class _Orphan:
+    """The key of a handed-over binding no stream of the successor wants."""
+
+    index: int
+
+
 class OffloadError(Exception):
     """libnftables or conntrack refused an operation."""
 
@@ -249,10 +256,14 @@ class KernelOffload:
         port_max: int,
         locals_: Iterable[tuple[int, str]],
         check_forwarding: bool = True,
+        adopt: bool = False,
     ) -> KernelOffload | None:
         """Create the instance's table (replacing a stale one) and flush the conntrack
         entries a killed instance left in the port range. None, after one log line per
-        missing prerequisite, when the kernel route cannot work here."""
+        missing prerequisite, when the kernel route cannot work here.
+
+        `adopt` (a live handoff's successor): keep the running table, its elements and
+        the conntrack entries; `adopt_bindings` then takes over the bindings."""
         locals_ = list(locals_)
         try:
             nft = import_nftables().Nftables()
@@ -266,11 +277,15 @@ class KernelOffload:
             return None
         self = cls(nft, {}, table, port_min, port_max)
         try:
-            self._create_table()
+            if adopt:
+                self._check_table()
+            else:
+                self._create_table()
         except OffloadError as exc:
             log.warning(
-                "kernel offload off, relaying in user space: cannot create nftables table "
+                "kernel offload off, relaying in user space: cannot %s nftables table "
                 "%s (needs CAP_NET_ADMIN and nf_tables with NAT): %s",
+                "take over" if adopt else "create",
                 table,
                 exc,
             )
@@ -280,10 +295,12 @@ class KernelOffload:
             for name in ("pyroute2", "asyncio"):
                 logging.getLogger(name).setLevel(logging.WARNING)
             self.ct = {family: _Conntrack(family) for family in _FAMILIES}
-            self.flush_stale(locals_)
+            if not adopt:
+                self.flush_stale(locals_)
         except Exception as exc:
             log.warning("kernel offload off, relaying in user space: conntrack not usable: %s", exc)
-            self._delete_table()
+            if not adopt:
+                self._delete_table()
             return None
         families = {family for family, _ in locals_}
         crossing = {family for family, host in locals_ if not _is_loopback(host)}
@@ -295,10 +312,12 @@ class KernelOffload:
             )
             families.discard(family)
         if not families:
-            self.close()
+            if not adopt:
+                self.close()
             return None
         self.families = families
-        log.info("kernel offload on: nftables tables ip and ip6 %s", table)
+        verb = "taken over" if adopt else "on"
+        log.info("kernel offload %s: nftables tables ip and ip6 %s", verb, table)
         return self
 
     def close(self) -> None:
@@ -349,6 +368,13 @@ class KernelOffload:
         rc, _, err = self.nft.cmd("\n".join(parts))
         if rc != 0:
             raise OffloadError(_first_line(err) or f"libnftables returned {rc}")
+
+    def _check_table(self) -> None:
+        """The running instance's tables must be there to be adopted."""
+        for _, proto, _ in _FAMILIES.values():
+            rc, _, err = self.nft.cmd(f"list chain {proto} {self.table} counted")
+            if rc != 0:
+                raise OffloadError(_first_line(err) or f"no table {proto} {self.table}")
 
     def _delete_table(self) -> None:
         try:
@@ -470,6 +496,43 @@ class KernelOffload:
         # deliver it locally, where SNAT does not apply; user space handles it.
         return not (self.port_min <= remote[1] <= self.port_max and _is_local(family, remote[0]))
 
+    # A live handoff.
+
+    def export(self) -> list:
+        """The committed bindings with their counters' last readings (JSON values)."""
+        out = []
+        for b in self.live.values():
+            seen = [list(self._seen.get(k, (0, 0))) for k in b.counted()]
+            legs = [[*leg.remote, *leg.local] for leg in (b.a, b.b)]
+            out.append([b.family, *legs, *seen])
+        return out
+
+    def adopt_bindings(self, handed: list) -> int:
+        """Take over the bindings `export` listed in the predecessor: a queued binding
+        (`bind`) that is among them is committed already, its counters read from where
+        the predecessor stopped; one nobody binds is queued for removal. `commit` then
+        applies the difference in one pass. Returns how many were taken over as they are."""
+        orphans = 0
+        adopted = 0
+        by_binding = {b: key for key, b in self.wanted.items()}
+        for family, a, b, seen_ab, seen_ba in handed:
+            binding = _Binding(
+                int(family),
+                Leg((a[0], int(a[1])), (a[2], int(a[3]))),
+                Leg((b[0], int(b[1])), (b[2], int(b[3]))),
+            )
+            key = by_binding.get(binding)
+            if key is None or key in self.live:
+                key = _Orphan(orphans)
+                orphans += 1
+            else:
+                adopted += 1
+            self.live[key] = binding
+            for ckey, seen in zip(binding.counted(), (seen_ab, seen_ba), strict=True):
+                self._seen[ckey] = (int(seen[0]), int(seen[1]))
+            self._note(key)
+        return adopted
+
     # Committing.
 
     def commit(self) -> None:
@@ -557,7 +620,11 @@ class KernelOffload:
     def take_counts(self) -> dict[Hashable, Counts]:
         """What earlier reads found and no call took yet (no read of the kernel)."""
         pending, self._pending = self._pending, {}
-        return {key: tuple(v) for key, v in pending.items()}  # type: ignore[misc]
+        return {
+            key: tuple(v)  # type: ignore[misc]
+            for key, v in pending.items()
+            if not isinstance(key, _Orphan)
+        }
 
     def _read(self, bindings: dict[Hashable, _Binding], shards: set[str]) -> None:
         """Add what the counters of `bindings` (all in `shards`) gained to _pending."""

@@ -44,6 +44,9 @@ class KernelDriver:
         self.engine = engine
         self.inner = inner
         self._log = LogThrottle()
+        #: A live handoff's successor restoring its sessions: bindings are queued, not
+        #: committed, until `adopt` matches them with the table's.
+        self.adopting = False
 
     @classmethod
     def wrap(cls, config: Config, inner: Driver) -> Driver:
@@ -54,8 +57,12 @@ class KernelDriver:
         locals_ = [(laddr.family, laddr.host) for laddr in config.listen]
         low, high = config.port_min, config.port_max + 1  # + the last RTCP port
         engine = KernelOffload.open(table_name(low, high, [h for _, h in locals_]), low, high,
-                                    locals_)  # fmt: skip
-        return inner if engine is None else cls(engine, inner)
+                                    locals_, adopt=config.kernel_adopt)  # fmt: skip
+        if engine is None:
+            return inner
+        driver = cls(engine, inner)
+        driver.adopting = config.kernel_adopt
+        return driver
 
     # route.Driver
 
@@ -64,6 +71,19 @@ class KernelDriver:
 
     def unwatch(self, st: Stream) -> None:
         self.inner.unwatch(st)
+
+    def pause(self) -> None:
+        """Stop reading the sockets (a live handoff); the kernel forwards on."""
+        self.inner.pause()
+
+    def resume(self) -> None:
+        self.inner.resume()
+
+    @property
+    def add_twin(self):
+        """The wrapped driver's (twins.TwinWatch), None for one without twins: a live
+        handoff's successor watches the handed-over twins with it."""
+        return getattr(self.inner, "add_twin", None)
 
     def apply_routes(self, sess: Session) -> None:
         self.inner.apply_routes(sess)
@@ -78,6 +98,8 @@ class KernelDriver:
         else:
             engine.unbind(pipe)
             bound = False
+        if self.adopting:
+            return  # committed (and marked) by `adopt`
         if engine.dirty:
             self._commit()
         after = engine.live.get(pipe)
@@ -107,6 +129,24 @@ class KernelDriver:
             self._commit()
         for pipe in pipes:
             _mark(pipe, False)
+
+    def export(self) -> list:
+        """For a live handoff: the bindings and their counters' last readings, after the
+        streams' counters took what the kernel relayed so far."""
+        self.refresh()
+        return self.engine.export()
+
+    def adopt(self, handed: list, sessions: Iterable[Session]) -> None:
+        """A live handoff's successor, its sessions restored: take over the bindings
+        the predecessor handed over, in one commit (the kernel keeps forwarding them
+        meanwhile), then serve the routes as usual."""
+        self.adopting = False
+        kept = self.engine.adopt_bindings(handed)
+        if self.engine.dirty:
+            self._commit()
+        for sess in sessions:
+            self.apply_routes(sess)
+        log.info("kernel offload: %d of %d handed-over bindings kept", kept, len(handed))
 
     def close(self) -> None:
         """Remove every binding and the tables (after every stream is closed)."""
