@@ -78,6 +78,9 @@ class Config:
     no_redirect: bool = False  # --no_redirect
     dso: tuple[str, ...] = ()  # --dso
     config_file: str | None = None  # --config
+    # Observability.
+    metrics_addr: tuple[str, int] | None = None  # --metrics host:port
+    acct_path: str | None = None  # --acct
     extra: dict = field(default_factory=dict)
 
     @property

@@ -21,7 +21,14 @@ from rtpp.notify import NotifyConfigError
 log = logging.getLogger(__name__)
 
 PROG = "rtpproxy"
-TOOLS = {"makeann": "rtpp.tools.makeann", "extractaudio": "rtpp.tools.extractaudio"}
+TOOLS = {
+    "makeann": "rtpp.tools.makeann",
+    "extractaudio": "rtpp.tools.extractaudio",
+    "top": "rtpp.tools.top",
+}
+#: Program names (symlinks to the executable) that run a tool; `top` alone would
+#: shadow procps' top.
+TOOL_PROGRAMS = {"makeann": "makeann", "extractaudio": "extractaudio", "rtpproxy-top": "top"}
 #: signals that stop the daemon at once (OPERATIONS.md 2.6)
 STOP_SIGNALS = (
     signal.SIGTERM,
@@ -33,6 +40,9 @@ STOP_SIGNALS = (
     signal.SIGVTALRM,
     signal.SIGPROF,
 )
+#: reopens the accounting file (--acct) after log rotation; its default action is to
+#: ignore it, so a rotation script that signals an older version does no harm
+REOPEN_SIGNAL = signal.SIGWINCH
 DRAIN_POLL_S = 0.25
 EOF_EVENT = "EOF"
 
@@ -40,8 +50,8 @@ EOF_EVENT = "EOF"
 def entry(argv: list[str]) -> int:
     name = os.path.basename(argv[0]) if argv else PROG
     args = list(argv[1:])
-    for tool in TOOLS:
-        if name == tool or name.startswith(tool + "."):
+    for program, tool in TOOL_PROGRAMS.items():
+        if name == program or name.startswith(program + "."):
             return run_tool(tool, args)
     if args and args[0] in TOOLS:
         return run_tool(args[0], args[1:])
@@ -85,6 +95,8 @@ class Daemon:
         self.config = config
         self.server: ControlServer | None = None
         self.app = None
+        self.observe = None
+        self._metrics_listener = None
         self.pidfile = daemon.Pidfile(config.pidfile)
         self.daemonized: daemon.Daemonized | None = None
         self._pending: deque = deque()
@@ -98,6 +110,7 @@ class Daemon:
     def run(self) -> int:
         try:
             app_class = _import_app()
+            observe_class = _import_observe(self.config)
             self._bind()
         except (BindError, daemon.DaemonError, ImportError) as exc:
             _print_error(f"{PROG}: {exc}")
@@ -109,12 +122,19 @@ class Daemon:
                         f"{PROG}: {self.config.pidfile} names process {owner}, still running"
                     )
             return 1
+        try:
+            self._bind_metrics()
+        except OSError as exc:
+            host, port = self.config.metrics_addr or ("", 0)
+            _print_error(f"{PROG}: can't serve metrics on {host}:{port}: {exc}")
+            self.server.close()
+            return 1
         if not self.config.foreground:
             self.daemonized = daemon.daemonize(self.config.no_chdir, self.config.no_redirect)
         logsetup.setup_logging(self.config, foreground=self.config.foreground)
         log.info("rtpproxy started, pid %d", os.getpid())
         try:
-            self._start(app_class)
+            self._start(app_class, observe_class)
         except Exception as exc:
             expected = isinstance(exc, (OSError, daemon.DaemonError, NotifyConfigError))
             log.critical("start-up failed: %s", exc, exc_info=not expected)
@@ -142,7 +162,13 @@ class Daemon:
             self.server.close()
             raise
 
-    def _start(self, app_class) -> None:
+    def _bind_metrics(self) -> None:
+        if self.config.metrics_addr is not None:
+            from rtpp.observe.http import bind_listener
+
+            self._metrics_listener = bind_listener(*self.config.metrics_addr)
+
+    def _start(self, app_class, observe_class) -> None:
         cfg = self.config
         if cfg.sched_policy:
             daemon.set_scheduling(cfg.sched_policy)
@@ -158,6 +184,9 @@ class Daemon:
             daemon.drop_privileges(cfg.run_uid, cfg.run_gid, cfg.run_user)
         daemon.enable_core_dumps()
         self.app.start()
+        if observe_class is not None:
+            self.observe = observe_class(self.app, self._metrics_listener, cfg.acct_path)
+            self.observe.start()
         assert self.server is not None
         self.server.start(self.app)
         self._install_signals()
@@ -167,7 +196,7 @@ class Daemon:
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        for signum in (*STOP_SIGNALS, signal.SIGHUP):
+        for signum in (*STOP_SIGNALS, signal.SIGHUP, REOPEN_SIGNAL):
             gevent.signal_handler(signum, self._record, signum)
 
     # -------------------------------------------------------------- main loop
@@ -196,6 +225,9 @@ class Daemon:
         if event == signal.SIGHUP:
             log.info("got SIGHUP, initiating deorbiting-burn sequence")
             self._drain()
+        elif event == REOPEN_SIGNAL:
+            if self.observe is not None:
+                self.observe.reopen()
         elif event == EOF_EVENT:
             log.info("EOF on the control channel, initiating deorbiting-burn sequence")
             self._drain()
@@ -224,11 +256,17 @@ class Daemon:
         self._shut_down = True
         if self.server is not None:
             self.server.close()
+        if self.observe is not None:
+            self.observe.stop_serving()
+        elif self._metrics_listener is not None:
+            self._metrics_listener.close()
         if self.app is not None:
             try:
                 self.app.close()
             except Exception:
                 log.exception("error while closing sessions")
+        if self.observe is not None:
+            self.observe.close()  # the records of the sessions just closed
         if self.server is not None:
             self.server.stop(timeout=0.5)
         self.pidfile.remove()
@@ -241,3 +279,12 @@ def _import_app():
     from rtpp.app import App
 
     return App
+
+
+def _import_observe(config: Config):
+    """Observability, when asked for (imported before the daemon detaches)."""
+    if config.metrics_addr is None and config.acct_path is None:
+        return None
+    from rtpp.observe import Observability
+
+    return Observability

@@ -193,6 +193,7 @@ def slow_packet(st: Stream, view, n: int, src: tuple, now: float, ctx: RelayCont
         counters["npkts_discard"] += 1
         return
     st.slow_in += 1
+    st.slow_bytes_in += n
     if st.analyzer is not None:
         st.analyzer.feed(data, now)
     if st.peer.player is not None:
@@ -224,6 +225,7 @@ def deliver(st: Stream, data, src: tuple, ctx: RelayContext, now: float) -> bool
         counters["npkts_discard"] += 1
         return False
     st.slow_relayed += 1
+    st.slow_bytes_relayed += len(data)
     return True
 
 
@@ -280,6 +282,7 @@ def relay_ready(st: Stream, now: float, ctx: RelayContext) -> bool:
         _slow(st, n, src, now, ctx)
         return True
     data = _view[:n]
+    st.nbytes_fast += n
     if st.analyzer is not None:
         st.analyzer.feed(data, now)
     else:
@@ -287,7 +290,7 @@ def relay_ready(st: Stream, now: float, ctx: RelayContext) -> bool:
     try:
         st.fwd(data, st.fwd_dst)
     except OSError:
-        _unsent(st, ctx)
+        _unsent(st, n, ctx)
     return True
 
 
@@ -299,8 +302,9 @@ def _slow(st: Stream, n: int, src: tuple, now: float, ctx: RelayContext) -> None
         ctx.counters.values["npkts_discard"] += 1
 
 
-def _unsent(st: Stream, ctx: RelayContext) -> None:
+def _unsent(st: Stream, n: int, ctx: RelayContext) -> None:
     st.nfast_unsent += 1
+    st.nbytes_unsent += n
     st.ndropped += 1
     ctx.counters.values["npkts_discard"] += 1
 
@@ -406,6 +410,7 @@ class EpollDispatcher:
                         _slow(st, n, src, now, ctx)
                         continue
                 data = view[:n]
+                st.nbytes_fast += n
                 an = st.analyzer
                 if an is None:
                     st.nfast_rtcp += 1
@@ -423,7 +428,7 @@ class EpollDispatcher:
                     else:
                         st.fwd(data, st.fwd_dst)
                 except OSError:
-                    _unsent(st, ctx)
+                    _unsent(st, n, ctx)
             if pause:
                 if not events:
                     self._pace(pause)

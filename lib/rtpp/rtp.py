@@ -254,6 +254,8 @@ _OK = RtpaUpdate.OK
 #: A deferred packet (RtpAnalyzer.sync): its arrival time, then its fixed header.
 RECORD = struct.Struct("!dBBHII")
 RECORD_BYTES = RECORD.size
+#: Offset of the second header byte (marker and payload type) in a RECORD.
+_RECORD_B1 = 9
 
 
 def _sync_at() -> int:
@@ -355,6 +357,8 @@ class RtpAnalyzer:
     #: The relay syncs once `pending` holds this many bytes. It differs from stream to
     #: stream, so that streams that started together do not all sync in the same poll.
     sync_at: int = field(default_factory=_sync_at, repr=False)
+    #: The second header byte (marker and payload type) of every packet analysed.
+    _b1_seen: set = field(default_factory=set, init=False, repr=False)
 
     @property
     def nfed(self) -> int:
@@ -425,6 +429,12 @@ class RtpAnalyzer:
         self.sync()
         return self._jtotal / self._jcount if self._jcount else 0.0
 
+    @property
+    def payload_types(self) -> list[int]:
+        """The payload types of the packets analysed so far, in ascending order."""
+        self.sync()
+        return sorted({b1 & _PT_MASK for b1 in self._b1_seen})
+
     def defer(self, data: bytes, arrival_s: float) -> None:
         """``feed``, later: what the relay's fast path does inline for a plain packet."""
         if len(data) >= RTP_HEADER_LENGTH and data[0] == _PLAIN_V2:
@@ -442,6 +452,7 @@ class RtpAnalyzer:
         p = self.pending
         if not p:
             return
+        self._b1_seen.update(p[_RECORD_B1::RECORD_BYTES])
         (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
          j, jmax, jtotal, jcount, ring, pos) = self._hot()  # fmt: skip
         off = 0
@@ -533,6 +544,7 @@ class RtpAnalyzer:
             return self._feed(data, arrival_s)
         # The next packet of the current run: _feed() step by step, minus every
         # branch that cannot be taken.
+        self._b1_seen.add(b1)
         ipi = arrival_s - self._last_arrival  # type: ignore[operator]
         if ipi > self._longest_ipi:
             self._longest_ipi = ipi
@@ -592,6 +604,7 @@ class RtpAnalyzer:
             except ValueError:
                 self.perrs += 1
                 return RtpaUpdate.ERROR
+        self._b1_seen.add(b1)
         rate = TS_RATES[b1 & _PT_MASK]
         self._last_seq = seq
 

@@ -43,6 +43,7 @@ def handle(cmd: Update, app, peer) -> str:
     else:
         sess, leg = found
         sel = leg if cmd.lookup else 1 - leg
+        sess.to_tag = (cmd.to_tag if leg == 1 else cmd.from_tag) or sess.to_tag
         _refresh_leg(sess, sel, cmd.mods, app, sess.leg(sel)[0].sock is None or cmd.mods.new_port)
         _mark_strength(sess, sel, cmd)
     if not cmd.lookup:
