@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 16
 BACKLOG = 64
 #: A read or write that makes no progress for this long ends the connection.
-IO_TIMEOUT_S = 10.0
+IO_TIMEOUT_S = 5.0
 #: No connection is kept longer than this, busy or not.
-CONNECTION_LIFETIME_S = 30.0
+CONNECTION_LIFETIME_S = 15.0
 INDEX = b"rtpproxy: /metrics (Prometheus), /health, /sessions?limit=N&offset=N&sort=KEY\n"
 
 Response = tuple[str, list[tuple[str, str]], bytes]
