@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import struct
 
 import pytest
 from prometheus_client.exposition import generate_latest
@@ -296,3 +297,22 @@ def test_the_endpoint_socket_binds_loopback_only_when_asked():
         assert sock.type == socket.SOCK_STREAM
     finally:
         sock.close()
+
+
+def test_the_analyzer_keeps_the_payload_types_it_has_seen():
+    from rtpp.rtp import RtpAnalyzer
+
+    def pkt(seq: int, pt: int, marker: bool = False) -> bytes:
+        return bytes([0x80, pt | (0x80 if marker else 0)]) + struct.pack("!HII", seq, seq, 7)
+
+    deferred = RtpAnalyzer()
+    for seq in range(40):
+        deferred.defer(pkt(seq, 0), seq * 0.02)
+    deferred.defer(pkt(40, 101, marker=True), 0.8)
+    deferred.defer(pkt(41, 8), 0.82)
+    assert deferred.payload_types == [0, 8, 101]
+    fed = RtpAnalyzer()
+    fed.feed(pkt(1, 18), 0.0)
+    fed.feed(pkt(2, 18), 0.02)
+    fed.feed(b"\x80", 0.04)  # too short: a parse error, no payload type
+    assert fed.payload_types == [18]

@@ -452,7 +452,11 @@ class RtpAnalyzer:
         p = self.pending
         if not p:
             return
-        self._b1_seen.update(p[_RECORD_B1::RECORD_BYTES])
+        b1s = p[_RECORD_B1::RECORD_BYTES]
+        if b1s.count(b1s[0]) == len(b1s):  # the usual batch: one payload type, no marker
+            self._b1_seen.add(b1s[0])
+        else:
+            self._b1_seen.update(b1s)
         (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
          j, jmax, jtotal, jcount, ring, pos) = self._hot()  # fmt: skip
         off = 0
