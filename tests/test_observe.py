@@ -316,3 +316,23 @@ def test_the_analyzer_keeps_the_payload_types_it_has_seen():
     fed.feed(pkt(2, 18), 0.02)
     fed.feed(b"\x80", 0.04)  # too short: a parse error, no payload type
     assert fed.payload_types == [18]
+
+
+def test_notification_failures_are_exported_per_target(app_factory):
+    import gevent
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    app = app_factory(notify_targets=(f"tcp:127.0.0.1:{port}",))
+    obs = Observability(app, None, None)
+    obs.start()
+    registry = make_registry(app, obs.commands)
+    app.notifier.send((socket.AF_INET, ("127.0.0.1", port)), b"tag")
+    assert _scrape(registry)[f"rtpproxy_notify_queue_depth,target=tcp:127.0.0.1:{port}"] == 1
+    gevent.sleep(0.2)
+    scraped = _scrape(registry)
+    assert scraped[f"rtpproxy_notify_failed_total,target=tcp:127.0.0.1:{port}"] == 1
+    assert scraped[f"rtpproxy_notify_queue_depth,target=tcp:127.0.0.1:{port}"] == 0
+    assert scraped["rtpproxy_nnotify_failed_total"] == 1

@@ -331,6 +331,9 @@ def test_metrics_flag_errors_stop_start_up(rtpproxy):
     assert proxy.proc.wait(timeout=10) == 1
     assert f"can't serve metrics on 127.0.0.1:{taken}" in proxy.stderr_text()
     busy.close()
+    proxy = rtpproxy("--acct", "/nonexistent/dir/acct.json", wait=False)
+    assert proxy.proc.wait(timeout=10) == 1
+    assert "start-up failed" in proxy.stderr_text() and "/nonexistent/dir" in proxy.stderr_text()
 
 
 # ---------------------------------------------------------------- accounting
