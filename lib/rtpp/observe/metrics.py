@@ -12,10 +12,11 @@ Naming scheme (man page, METRICS):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
@@ -46,8 +47,8 @@ def g_metric_family(stat: str) -> str:
     return PREFIX + stat
 
 
-class GCollector:
-    """Every `G` counter, read live."""
+class DaemonCollector:
+    """Every `G` counter and the state gauges, from one snapshot per scrape."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -56,70 +57,66 @@ class GCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        values = source.g_values(self.app)
-        for name, description, _ in source.G_TABLE:
-            family = g_metric_family(name)
-            if name in GAUGE_STATS:
-                yield GaugeMetricFamily(family, description, value=values[name])
-            else:
-                yield CounterMetricFamily(family, description, value=values[name])
+        snap = source.snapshot(self.app)
+        yield from g_families(snap.g)
+        yield from state_families(snap.state)
 
 
-class StateCollector:
+def g_families(values: dict[str, float]) -> Iterator[Metric]:
+    for name, description, _ in source.G_TABLE:
+        family = g_metric_family(name)
+        if name in GAUGE_STATS:
+            yield GaugeMetricFamily(family, description, value=values[name])
+        else:
+            yield CounterMetricFamily(family, description, value=values[name])
+
+
+def state_families(st: source.LiveState) -> Iterator[Metric]:
     """Sessions, streams, routes, ports, descriptors, overload, notifications, quality."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        st = source.live_state(self.app)
-        yield _gauge("active_sessions", "Active sessions (as I reports them)", st.sessions)
-        yield _gauge("active_streams", "Active streams (as I reports them)", st.streams)
-        yield _labelled(
-            "streams_by_route",
-            "Media streams with ports, by the route their packets take",
-            "route",
-            st.streams_by_route,
-        )
-        yield _labelled(
-            "port_pairs_in_use",
-            "RTP/RTCP port pairs held by session legs, by local address",
-            "address",
-            st.pairs_in_use,
-        )
-        yield _labelled(
-            "port_pairs_free",
-            "Port pairs that can still be allocated for the address "
-            "(the range is shared by every address of a family)",
-            "address",
-            st.pairs_free,
-        )
-        yield _labelled(
-            "port_pairs_range", "Size of the media port range in pairs", "family", st.pairs_range
-        )
-        yield from _fd_metrics(st)
-        yield _gauge("load_ratio", "Share of one core the process used in the last second", st.load)
-        yield _gauge("overloaded", "1 while the load is above the overload mark", st.overloaded)
-        yield _gauge(
-            "overload_protection", "1 when --overload_prot refuses sessions (E98)", st.overload_prot
-        )
-        yield _gauge("draining", "1 while draining (SIGHUP): new sessions get E99", st.draining)
-        yield from _notify_metrics(st)
-        yield _gauge_histogram(
-            "stream_jitter_ms",
-            "Last interarrival jitter of live RTP streams, ms",
-            st.jitter_ms,
-            JITTER_BUCKETS_MS,
-        )
-        yield _gauge_histogram(
-            "stream_loss_ratio",
-            "Loss ratio (lost / expected) of live RTP streams",
-            st.loss_ratio,
-            LOSS_BUCKETS,
-        )
+    yield _gauge("active_sessions", "Active sessions (as I reports them)", st.sessions)
+    yield _gauge("active_streams", "Active streams (as I reports them)", st.streams)
+    yield _labelled(
+        "streams_by_route",
+        "Media streams with ports, by the route their packets take",
+        "route",
+        st.streams_by_route,
+    )
+    yield _labelled(
+        "port_pairs_in_use",
+        "RTP/RTCP port pairs held by session legs, by local address",
+        "address",
+        st.pairs_in_use,
+    )
+    yield _labelled(
+        "port_pairs_free",
+        "Port pairs that can still be allocated for the address "
+        "(the range is shared by every address of a family)",
+        "address",
+        st.pairs_free,
+    )
+    yield _labelled(
+        "port_pairs_range", "Size of the media port range in pairs", "family", st.pairs_range
+    )
+    yield from _fd_metrics(st)
+    yield _gauge("load_ratio", "Share of one core the process used in the last second", st.load)
+    yield _gauge("overloaded", "1 while the load is above the overload mark", st.overloaded)
+    yield _gauge(
+        "overload_protection", "1 when --overload_prot refuses sessions (E98)", st.overload_prot
+    )
+    yield _gauge("draining", "1 while draining (SIGHUP): new sessions get E99", st.draining)
+    yield from _notify_metrics(st)
+    yield _gauge_histogram(
+        "stream_jitter_ms",
+        "Last interarrival jitter of live RTP streams, ms",
+        st.jitter_ms,
+        JITTER_BUCKETS_MS,
+    )
+    yield _gauge_histogram(
+        "stream_loss_ratio",
+        "Loss ratio (lost / expected) of live RTP streams",
+        st.loss_ratio,
+        LOSS_BUCKETS,
+    )
 
 
 class CommandCollector:
@@ -174,13 +171,75 @@ class AcctCollector:
 
 def make_registry(app: Any, commands: CommandStats, acct: Any = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GCollector(app))
-    registry.register(StateCollector(app))
+    registry.register(DaemonCollector(app))
     registry.register(CommandCollector(commands))
     if acct is not None:
         registry.register(AcctCollector(acct))
-    ProcessCollector(namespace="", registry=registry)
+    registry.register(ProcessStats(app))
     return registry
+
+
+class ProcessStats:
+    """The usual process_* figures, without listing /proc/self/fd on every scrape
+    (prometheus_client's ProcessCollector does; with thousands of media sockets that
+    costs milliseconds): open descriptors come from the descriptor budget."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.start_time = self._start_time()
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def _start_time(self) -> float | None:
+        try:
+            with open("/proc/self/stat", "rb") as f:
+                start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+            with open("/proc/stat", "rb") as f:
+                boot = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+        return boot + start_ticks / self.ticks
+
+    def collect(self) -> Iterator[Metric]:
+        times = os.times()
+        yield CounterMetricFamily(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            value=times.user + times.system,
+        )
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                pages = f.read().split()
+            yield GaugeMetricFamily(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                value=int(pages[0]) * self.page_size,
+            )
+            yield GaugeMetricFamily(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                value=int(pages[1]) * self.page_size,
+            )
+        except (OSError, ValueError, IndexError):
+            pass
+        if self.start_time is not None:
+            yield GaugeMetricFamily(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                value=self.start_time,
+            )
+        fds = source.descriptors(self.app)
+        if fds[0] is not None:
+            yield GaugeMetricFamily(
+                "process_open_fds", "Number of open file descriptors.", value=fds[0]
+            )
+        if fds[1] is not None:
+            yield GaugeMetricFamily(
+                "process_max_fds", "Maximum number of open file descriptors.", value=fds[1]
+            )
 
 
 def _gauge(name: str, doc: str, value: float | bool) -> GaugeMetricFamily:

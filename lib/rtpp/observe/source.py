@@ -1,8 +1,9 @@
 """Every read of the daemon's internals that observability makes, in one place.
 
 The rest of `rtpp.observe` works on what this module returns: plain numbers, dicts
-and small dataclasses. Nothing here writes to the daemon, and nothing here yields to
-the hub, so each function sees one consistent moment (as a `G` command does).
+and small dataclasses. Nothing here changes the daemon's behaviour (the descriptor
+budget may be recounted), and nothing here yields to the hub, so each function sees
+one consistent moment (as a `G` command does).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtpp.commands.stats import LIVE_STATS
-from rtpp.fdbudget import count_open_fds
 from rtpp.rtp import TS_RATES
 from rtpp.session import Session, Stream
 from rtpp.stats import RECORD_STAT_NAMES, RECORD_STATS, STATS
@@ -26,58 +25,11 @@ ROUTE_FAST = "user_fast"
 ROUTE_FULL = "user_full"
 
 _FAMILY_NAMES = {2: "ipv4", 10: "ipv6"}
+#: The descriptor count of a scrape is at most this old.
+FD_RECOUNT_S = 10.0
 
 
-# ---------------------------------------------------------------- G and I
-
-
-def g_values(app: Any) -> dict[str, float]:
-    """Every `G` counter's value, as `G` would answer it now (one pass over streams)."""
-    values = dict(app.counters.values)
-    live = _live_sums(app.sessions)
-    for name in LIVE_STATS:
-        values[name] += live[name]
-    rec = app.media.recording.counters
-    for name in RECORD_STAT_NAMES:
-        values[name] = getattr(rec, name)
-    return values
-
-
-def _live_sums(sessions: Any) -> dict[str, int]:
-    """The live part of the LIVE_STATS counters (Media.live_sum, for all names at once)."""
-    rcvd = relayed = rz_in = rz_out = rz_discard = 0
-    nsent = nrcvd = ndups = perrs = 0
-    for sess in sessions:
-        for st in sess.streams():
-            rcvd += st.nrcvd
-            relayed += st.nrelayed
-            rz = st.resizer
-            if rz is not None:
-                rz_in += rz.npkts_in
-                rz_out += rz.npkts_out
-                rz_discard += rz.npkts_discard
-            an = st.analyzer
-            if an is not None:
-                an.sync()
-                nsent += an.nsent
-                nrcvd += an.nrcvd
-                ndups += an.ndups
-                perrs += an.perrs
-    return {
-        "npkts_rcvd": rcvd,
-        "npkts_relayed": relayed,
-        "npkts_resizer_in": rz_in,
-        "npkts_resizer_out": rz_out,
-        "npkts_resizer_discard": rz_discard,
-        "rtpa_nsent": nsent,
-        "rtpa_nrcvd": nrcvd,
-        "rtpa_ndups": ndups,
-        "rtpa_nlost": nsent - nrcvd,
-        "rtpa_perrs": perrs,
-    }
-
-
-# ---------------------------------------------------------------- daemon state
+# ---------------------------------------------------------------- G, I and gauges
 
 
 @dataclass(slots=True)
@@ -115,7 +67,16 @@ class LiveState:
     loss_ratio: list[float] = field(default_factory=list)
 
 
-def live_state(app: Any) -> LiveState:
+@dataclass(slots=True)
+class Snapshot:
+    """Every `G` counter (the value `G` would answer now) and the gauges, from one pass
+    over the streams: a scrape costs one walk of the session table, not one per name."""
+
+    g: dict[str, float]
+    state: LiveState
+
+
+def snapshot(app: Any) -> Snapshot:
     media = app.media
     values = app.counters.values
     state = LiveState(
@@ -126,29 +87,73 @@ def live_state(app: Any) -> LiveState:
         overload_prot=media.config.overload_prot,
         draining=app.draining or media.draining,
     )
-    _scan_streams(app.sessions, state)
+    g = dict(values)
+    for name, live in _scan(app.sessions, state).items():
+        g[name] += live
+    rec = media.recording.counters
+    for name in RECORD_STAT_NAMES:
+        g[name] = getattr(rec, name)
     _ports(media, state)
     _fds(media.fds, state)
     state.notify = [_notify_target(t) for t in app.notifier.targets.values()]
-    return state
+    return Snapshot(g, state)
 
 
-def _scan_streams(sessions: Any, state: LiveState) -> None:
+def g_values(app: Any) -> dict[str, float]:
+    return snapshot(app).g
+
+
+def live_state(app: Any) -> LiveState:
+    return snapshot(app).state
+
+
+def _scan(sessions: Any, state: LiveState) -> dict[str, int]:
+    """One pass: the live part of the LIVE_STATS counters (what Media.live_sum adds for
+    `G`, all names at once), and the per-stream gauges into `state`."""
+    rcvd = relayed = rz_in = rz_out = rz_discard = 0
+    nsent = nrcvd = ndups = perrs = 0
     routes = {ROUTE_FAST: 0, ROUTE_FULL: 0}
     in_use = state.pairs_in_use
+    jitters, losses = state.jitter_ms, state.loss_ratio
     for sess in sessions:
         for st in sess.streams():
+            rcvd += st.nrcvd
+            relayed += st.nrelayed
+            rz = st.resizer
+            if rz is not None:
+                rz_in += rz.npkts_in
+                rz_out += rz.npkts_out
+                rz_discard += rz.npkts_discard
+            an = st.analyzer
+            if an is not None:
+                an.sync()
+                sent, received = an.nsent, an.nrcvd
+                nsent += sent
+                nrcvd += received
+                ndups += an.ndups
+                perrs += an.perrs
+                if sent > 0 and st.sock is not None:
+                    jitters.append(jitter_ms(an.jlast, an.payload_types))
+                    losses.append(max(0, sent - received) / sent)
             if st.sock is None:
                 continue
             routes[route_of(st)] += 1
             if st.is_rtp:
                 host = st.local[0] if st.local else "?"
                 in_use[host] = in_use.get(host, 0) + 1
-                rtpa = _rtpa_quality(st)
-                if rtpa is not None:
-                    state.jitter_ms.append(rtpa[0])
-                    state.loss_ratio.append(rtpa[1])
     state.streams_by_route = routes
+    return {
+        "npkts_rcvd": rcvd,
+        "npkts_relayed": relayed,
+        "npkts_resizer_in": rz_in,
+        "npkts_resizer_out": rz_out,
+        "npkts_resizer_discard": rz_discard,
+        "rtpa_nsent": nsent,
+        "rtpa_nrcvd": nrcvd,
+        "rtpa_ndups": ndups,
+        "rtpa_nlost": nsent - nrcvd,
+        "rtpa_perrs": perrs,
+    }
 
 
 def route_of(st: Stream) -> str:
@@ -188,10 +193,26 @@ def _ports(media: Any, state: LiveState) -> None:
         state.pairs_free[host] = free_by_family.get(family, 0)
 
 
+def descriptors(app: Any) -> tuple[int | None, int | None]:
+    """(descriptors open, RLIMIT_NOFILE) as the descriptor budget counts them."""
+    fds = app.media.fds
+    _refresh(fds)
+    return fds.in_use, fds.limit
+
+
+def _refresh(fds: Any) -> None:
+    """Count the descriptors again when the budget's count is older than FD_RECOUNT_S
+    (counting lists /proc/self/fd: milliseconds with thousands of media sockets)."""
+    now = time.monotonic()
+    if fds.in_use is None or now - fds.counted_at >= FD_RECOUNT_S:
+        fds.recount(now)
+
+
 def _fds(fds: Any, state: LiveState) -> None:
+    _refresh(fds)
     state.fd_limit = fds.limit
     state.fd_reserve = fds.reserve
-    state.fd_in_use = fds.in_use if fds.in_use is not None else count_open_fds()
+    state.fd_in_use = fds.in_use
 
 
 def _notify_target(target: Any) -> NotifyTarget:
@@ -208,10 +229,6 @@ def _notify_target(target: Any) -> NotifyTarget:
 
 def sessions(app: Any) -> list[Session]:
     return list(app.sessions)
-
-
-def session_age_s(sess: Session, now: float) -> float:
-    return now - sess.created
 
 
 def busiest_key(sess: Session) -> int:
