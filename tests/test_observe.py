@@ -164,7 +164,7 @@ def _scrape(registry) -> dict[str, float]:
 def test_collectors_export_every_g_counter_with_gs_value(app_factory):
     app = app_factory()
     obs = Observability(app, None, None)
-    obs.start()
+    app.on_command = obs.on_command
     _call(app, "one")
     _call(app, "two")
     app.execute(b"D one ftag;1 ttag;1", PEER)
@@ -197,7 +197,7 @@ def test_collectors_export_every_g_counter_with_gs_value(app_factory):
 def test_series_do_not_grow_with_calls(app_factory):
     app = app_factory()
     obs = Observability(app, None, None)
-    obs.start()
+    app.on_command = obs.on_command
     registry = make_registry(app, obs.commands)
     _call(app, "first")
     before = set(_scrape(registry))
@@ -327,7 +327,7 @@ def test_notification_failures_are_exported_per_target(app_factory):
     closed.close()  # nothing listens there
     app = app_factory(notify_targets=(f"tcp:127.0.0.1:{port}",))
     obs = Observability(app, None, None)
-    obs.start()
+    app.on_command = obs.on_command
     registry = make_registry(app, obs.commands)
     app.notifier.send((socket.AF_INET, ("127.0.0.1", port)), b"tag")
     assert _scrape(registry)[f"rtpproxy_notify_queue_depth,target=tcp:127.0.0.1:{port}"] == 1

@@ -31,12 +31,12 @@ class Observability:
         if self.acct is not None:
             self.acct.open()
             app.media.on_end = self.acct.session_ended
-        app.on_command = self._on_command
         if self.listener is not None:
+            app.on_command = self.on_command
             self.endpoint = Endpoint(app, make_registry(app, self.commands, self.acct))
             self.endpoint.start(self.listener)
 
-    def _on_command(self, line: bytes, body: str, seconds: float) -> None:
+    def on_command(self, line: bytes, body: str, seconds: float) -> None:
         self.commands.observe(line, body, isinstance(body, FailedReply), seconds)
 
     def reopen(self) -> None:
