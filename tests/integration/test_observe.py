@@ -474,7 +474,7 @@ def test_top_in_a_real_terminal(rtpproxy, tmp_path):
             env=env,
             check=True,
         )
-        wait_for("2 sessions - busiest first")
+        wait_for("2 sessions - OK - busiest first")
         wait_for(busy.call_id)
         deadline = time.monotonic() + 10
         while True:  # the rate shows from the second refresh on
@@ -517,7 +517,7 @@ def test_top_batch_mode_and_errors(rtpproxy):
         timeout=30,
     )
     assert out.returncode == 0 and call.call_id[:20] in out.stdout
-    assert "1 sessions" in out.stdout.splitlines()[0]
+    assert "1 sessions - OK - busiest first" in out.stdout.splitlines()[0]
     closed = free_tcp_port()
     out = subprocess.run(
         [*rtpproxy_command(), "top", "-b", f"127.0.0.1:{closed}"],

@@ -1,9 +1,10 @@
 """``rtpproxy top``: a live terminal view of the busiest or worst calls.
 
-It reads the daemon's ``/sessions`` (``--metrics``) once per interval and shows one
-line per call: age, both parties' addresses (``*`` once latched), packets per second
-each way (from the change since the last refresh), loss, jitter, and whether the
-call is recorded, copied or has a prompt playing. Keys: ``b`` busiest first, ``w``
+It reads the daemon's ``/sessions`` and ``/health`` (``--metrics``) once per interval
+and shows the call count, the daemon's health (``OK``, ``draining``, ``overloaded``)
+and one line per call: age, both parties' addresses (``*`` once latched), packets per
+second each way (from the change since the last refresh), loss, jitter, and whether
+the call is recorded, copied or has a prompt playing. Keys: ``b`` busiest first, ``w``
 worst first, ``o`` oldest first, ``q`` quit. ``-b`` prints one screen and exits.
 """
 
@@ -95,6 +96,15 @@ def fetch(base: str, sort: str, limit: int) -> dict:
         return json.loads(reply.read())
 
 
+def fetch_health(base: str) -> str:
+    """/health's one line: `OK`, or why new sessions are not welcome."""
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=FETCH_TIMEOUT_S) as reply:
+            return reply.read().decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode("utf-8", "replace").strip()
+
+
 # ---------------------------------------------------------------- what is shown
 
 
@@ -142,12 +152,14 @@ def render(
     width: int,
     height: int,
     error: str | None = None,
+    health: str = "",
 ) -> list[str]:
     """The screen as lines of at most `width` characters."""
     clock = time.strftime("%H:%M:%S")
     total = page["total"] if page else 0
+    state = f" - {health.split(':', 1)[0]}" if health else ""
     lines = [
-        f"rtpproxy top - {base} - {total} sessions - {sort} first - {clock}",
+        f"rtpproxy top - {base} - {total} sessions{state} - {sort} first - {clock}",
         error or "keys: b busiest  w worst  o oldest  q quit",
         "".join(_cell(name, w) for name, w in COLUMNS).rstrip(),
     ]
@@ -206,10 +218,11 @@ def snapshot(options: Options, rates: Rates, width: int, height: int) -> list[st
     limit = options.count or max(1, height - HEADER_LINES)
     try:
         page = fetch(options.base, options.sort, limit)
+        health = fetch_health(options.base)
     except (OSError, ValueError) as exc:
         return render(None, {}, options.sort, options.base, width, height, f"error: {exc}")
     found = rates.update(page["sessions"], time.monotonic())
-    return render(page, found, options.sort, options.base, width, height)
+    return render(page, found, options.sort, options.base, width, height, health=health)
 
 
 def run_batch(options: Options) -> int:
