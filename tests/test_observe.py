@@ -336,3 +336,32 @@ def test_notification_failures_are_exported_per_target(app_factory):
     assert scraped[f"rtpproxy_notify_failed_total,target=tcp:127.0.0.1:{port}"] == 1
     assert scraped[f"rtpproxy_notify_queue_depth,target=tcp:127.0.0.1:{port}"] == 0
     assert scraped["rtpproxy_nnotify_failed_total"] == 1
+
+
+def test_the_endpoint_answers_health_methods_and_unknown_paths(app_factory):
+    from rtpp.observe.commands import CommandStats
+    from rtpp.observe.http import Endpoint
+
+    app = app_factory()
+    endpoint = Endpoint(app, make_registry(app, CommandStats()))
+
+    def get(path: str, method: str = "GET", query: str = "") -> tuple[str, bytes]:
+        status, _, body = endpoint.respond(
+            {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
+        )
+        return status, body
+
+    assert get("/health") == ("200 OK", b"OK\n")
+    app.media.overloaded, app.media.load = True, 0.95
+    assert get("/health") == (
+        "503 Service Unavailable",
+        b"overloaded: 95% of a core in the last second\n",
+    )
+    app.drain()
+    assert get("/health")[1].startswith(b"draining")
+    assert get("/metrics", method="POST")[0] == "405 Method Not Allowed"
+    assert get("/nothing")[0] == "404 Not Found"
+    assert get("/sessions", query="limit=0")[0] == "400 Bad Request"
+    assert get("/metrics")[0] == "200 OK"
+    assert b"rtpproxy_overloaded 1.0" in get("/metrics")[1]
+    assert b"rtpproxy_draining 1.0" in get("/metrics")[1]
