@@ -24,10 +24,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gevent  # noqa: E402
 
-import rtpp.relay as relay  # noqa: E402
 from rtpp.app import App  # noqa: E402
 from rtpp.config import Config, ListenAddr  # noqa: E402
 from rtpp.control.peer import Peer  # noqa: E402
+from rtpp.media.drivers import EpollDriver  # noqa: E402
+from rtpp.media.relay import RECV  # noqa: E402
 
 RTP = struct.Struct("!BBHII")
 ROUNDS = 300
@@ -98,11 +99,11 @@ def measure(dispatch, ports: list[int], caller, callee) -> float:
     return cpu / max(relayed, 1) * 1e6
 
 
-def variants(disp: relay.EpollDispatcher) -> dict:
+def variants(disp: EpollDriver) -> dict:
     # After the first packet every stream has latched, so packets arrive on the twins.
     streams, twins = disp.streams, disp.twins
     poll = disp.epoll.poll
-    buf, view = relay._buf, relay._view
+    buf = view = RECV.packet
 
     def recv_sendto() -> None:
         for fd, _ in poll(0, 1024):
@@ -135,7 +136,8 @@ def variants(disp: relay.EpollDispatcher) -> dict:
 def main(argv: list[str]) -> int:
     calls = int(argv[1]) if len(argv) > 1 else 100
     app, ports, caller, callee = setup(calls)
-    disp = relay.dispatcher(app.media.ctx)
+    disp = app.media.driver
+    assert isinstance(disp, EpollDriver)
     table = variants(disp)
     measure(disp.dispatch, ports, caller, callee)  # warm up
     print(f"{calls} calls, {ROUNDS} packets each, CPU us per relayed packet:")

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "lib"), str(ROOT / "tests")]
 
 from rtpa_reference import ReferenceRtpAnalyzer  # noqa: E402
-from rtpp.rtp import RtpAnalyzer  # noqa: E402
+from rtpp.media.analyzer import RtpAnalyzer  # noqa: E402
 
 HEAD = struct.Struct("!BBHII")
 

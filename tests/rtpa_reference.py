@@ -11,7 +11,8 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
-from rtpp.rtp import RtpaUpdate, payload_bounds
+from rtpp.media.analyzer import RtpaUpdate
+from rtpp.media.rtp import payload_bounds
 
 RTP_HEADER_LENGTH = 12
 RTP_SEQ_MOD = 1 << 16

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import struct
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from rtpp import record
+from rtpp.media.recording import record
 from rtpp.tools import extractaudio as ea
 
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -89,6 +89,7 @@ def test_pcap_header_with_random_records_never_raise_otherwise(magic, rest):
 
 @SETTINGS
 @given(st.binary(max_size=200), st.sampled_from([0, 1]), st.floats(0, 1e9))
+@example(b"\x00" * 4 + b"\x40" + b"\x00" * 7, 0, 0.0)  # IPv4 with a header length of 0
 def test_frames_and_rtp_parse_to_values_or_none(frame, linktype, arrival):
     payload = ea.udp_payload(frame, linktype)
     assert payload is None or isinstance(payload, bytes)

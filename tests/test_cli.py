@@ -47,6 +47,20 @@ def test_defaults():
     assert cfg.bridge is None and not cfg.foreground and cfg.sock_mode == 0
 
 
+@pytest.mark.parametrize(
+    ("value", "driver"),
+    [(None, "epoll"), ("epoll", "epoll"), ("greenlet", "greenlet"), ("", "epoll"), ("x", "epoll")],
+)
+def test_the_relay_driver_comes_from_rtpp_relay_once_at_parse_time(monkeypatch, value, driver):
+    if value is None:
+        monkeypatch.delenv("RTPP_RELAY", raising=False)
+    else:
+        monkeypatch.setenv("RTPP_RELAY", value)
+    cfg = parse()
+    monkeypatch.setenv("RTPP_RELAY", "greenlet" if driver == "epoll" else "epoll")
+    assert cfg.relay_driver == driver  # the Config keeps what start-up read
+
+
 def test_every_classic_flag_is_accepted(tmp_path):
     dso = tmp_path / "mod.so"
     dso.write_bytes(b"")

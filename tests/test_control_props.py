@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from rtpp.commands.reply import REPLY_BUF_BYTES, compose_subreplies
 from rtpp.control.rcache import ReplyCache
 from rtpp.control.spec import ControlSpec, SpecError, parse_spec
-from rtpp.notify import NotifyConfigError, parse_target
+from rtpp.media.notify import NotifyConfigError, parse_target
 
 SETTINGS = settings(max_examples=200, deadline=None)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from rtpp import g711
-from rtpp.record import WRITER, Recorder, RecordFormat
+from rtpp.media.recording.record import WRITER, Recorder, RecordFormat
+from rtpp.tools import g711
 from rtpp.tools.extractaudio import main
 
 T0 = 1_700_000_000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rtpp.fdbudget import RECOUNT_INTERVAL_S, RECOUNT_MARGIN, FdBudget, count_open_fds
+from rtpp.media.fdbudget import RECOUNT_INTERVAL_S, RECOUNT_MARGIN, FdBudget, count_open_fds
 
 
 class FakeProcess:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtpp import g711
+from rtpp.tools import g711
 
 ALL_PCM = struct.pack("<65536h", *range(-32768, 32768))
 ALL_CODES = bytes(range(256))

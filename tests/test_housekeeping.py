@@ -11,10 +11,10 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from rtpp import housekeeping
 from rtpp.app import App
 from rtpp.control.peer import Peer
-from rtpp.housekeeping import (
+from rtpp.media import housekeeping
+from rtpp.media.housekeeping import (
     OVERLOAD_HIGH,
     OVERLOAD_LOW,
     leg_active,
@@ -22,7 +22,7 @@ from rtpp.housekeeping import (
     tick,
     update_overload,
 )
-from rtpp.session import Session
+from rtpp.media.session import Session
 
 
 def session(ttl: int, complete: bool = True) -> Session:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rtpp.g711 import alaw_encode, ulaw_encode
+from rtpp.tools.g711 import alaw_encode, ulaw_encode
 from rtpp.tools.makeann import USAGE, main
 
 RATE = 8000

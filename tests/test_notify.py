@@ -12,7 +12,7 @@ import pytest
 from gevent.queue import Queue
 
 from rtpp.control.peer import Peer
-from rtpp.notify import CC_SELF, Notifier, NotifyConfigError, Target, TargetSpec, parse_target
+from rtpp.media.notify import CC_SELF, Notifier, NotifyConfigError, Target, TargetSpec, parse_target
 from rtpp.stats import Counters
 
 WILDCARD = f"tcp:{CC_SELF}:9999"

@@ -5,14 +5,14 @@ import gevent
 import pytest
 from gevent import socket
 
-from rtpp.player import (
+from rtpp.media.playback.player import (
     DEFAULT_PTIME_MS,
     Player,
     PromptSchedule,
     open_prompt,
     play_loop,
 )
-from rtpp.rtp import RtpPacket
+from rtpp.media.rtp import RtpPacket
 
 START = 1000.0
 

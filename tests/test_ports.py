@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from rtpp.ports import PortAllocator, PortsExhausted, SocketPair, bind_pair, open_media_socket
+from rtpp.media.ports import PortAllocator, PortsExhausted, SocketPair, bind_pair, open_media_socket
 
 HOST = "127.0.0.1"
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtpp import record
-from rtpp.record import FileWriter, RecordCounters, Recorder, RecordFormat
+from rtpp.media.recording import record
+from rtpp.media.recording.record import FileWriter, RecordCounters, Recorder, RecordFormat
 
 SRC4 = ("192.0.2.10", 48486)
 DST4 = ("198.51.100.20", 41024)
@@ -417,7 +417,7 @@ def test_full_file_system_stops_the_file_cleanly(
     counters = RecordCounters()
     rec = Recorder("full", str(tiny_fs), fmt=fmt, counters=counters)
     packets = [rtp_packet(i & 0xFFFF, 1000) for i in range(200)]  # ~200 KB > 64 KiB
-    with caplog.at_level(logging.ERROR, logger="rtpp.record"):
+    with caplog.at_level(logging.ERROR, logger="rtpp.media.recording.record"):
         for i, pkt in enumerate(packets):
             rec.write(pkt, SRC4, DST4, T0 + i)
         rec.close()
@@ -641,7 +641,7 @@ def test_write_errors_are_reported_on_the_hub(
     rec = Recorder("err", str(tmp_path), writer=writer, counters=counters)
     packets = [rtp_packet(i) for i in range(60)]
     try:
-        with caplog.at_level(logging.ERROR, logger="rtpp.record"):
+        with caplog.at_level(logging.ERROR, logger="rtpp.media.recording.record"):
             for pkt in packets:
                 rec.write(pkt, SRC4, DST4, T0)
             deadline = time.monotonic() + 5

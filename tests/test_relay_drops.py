@@ -6,10 +6,10 @@ import struct
 
 import pytest
 
-from rtpp.housekeeping import leg_active
-from rtpp.relay import RelayContext, slow_packet
-from rtpp.resizer import Resizer
-from rtpp.session import Session, Stream
+from rtpp.media.housekeeping import leg_active
+from rtpp.media.playback.resizer import Resizer
+from rtpp.media.relay import RelayContext, slow_packet
+from rtpp.media.session import Session, Stream
 from rtpp.stats import Counters
 
 NOW = 1000.0

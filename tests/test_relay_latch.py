@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from rtpp.ports import open_media_socket
-from rtpp.relay import RELATCH_SEQ_RANGE, UPDATE_WINDOW_S, RelayContext, accept_source
-from rtpp.rtp import RtpAnalyzer
-from rtpp.session import Session, Stream
+from rtpp.media.analyzer import RtpAnalyzer
+from rtpp.media.drivers import UserSpaceDriver
+from rtpp.media.latch import RELATCH_SEQ_RANGE, UPDATE_WINDOW_S
+from rtpp.media.ports import open_media_socket
+from rtpp.media.relay import RelayContext, accept_source
+from rtpp.media.session import Session, Stream
 from rtpp.stats import Counters
 
 NOW = 1000.0
@@ -380,6 +382,7 @@ def test_rtcp_guess_keeps_the_ipv6_address_shape(ctx):
 
 def test_latching_enables_the_fast_route_when_the_other_side_is_ready(ctx):
     sess = new_session()
+    sess.driver = UserSpaceDriver()  # serves the routes, reads nothing
     s0, s1 = sess.rtp.streams
     s0.sock = open_media_socket(socket.AF_INET, "127.0.0.1", 0, 0)
     try:

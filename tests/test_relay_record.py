@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from rtpp import relay
-from rtpp.relay import RelayContext, slow_packet
-from rtpp.rtp import RtpAnalyzer
-from rtpp.session import Session, Stream
+from rtpp.media import relay
+from rtpp.media.analyzer import RtpAnalyzer
+from rtpp.media.relay import RelayContext, slow_packet
+from rtpp.media.session import Session, Stream
 from rtpp.stats import Counters
 
 PHONE = ("192.0.2.10", 4000)

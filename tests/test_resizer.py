@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtpp.resizer import Resizer, count_samples, output_samples
-from rtpp.rtp import HEADER, RtpPacket
+from rtpp.media.playback.resizer import Resizer, count_samples, output_samples
+from rtpp.media.rtp import HEADER, RtpPacket
 
 SSRC = 0x5EED1234
 PCMU, GSM, G723, PCMA, G722, G729 = 0, 3, 4, 8, 9, 18

@@ -5,16 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtpp.rtp import (
-    HEADER,
-    RtpAnalyzer,
-    RtpaUpdate,
-    RtpHeader,
-    RtpPacket,
-    is_rtcp,
-    payload_bounds,
-    ts_less,
-)
+from rtpp.media.analyzer import RtpAnalyzer, RtpaUpdate
+from rtpp.media.rtp import HEADER, RtpPacket, payload_bounds, ts_less
 
 DATA = Path(__file__).parent / "data"
 
@@ -176,28 +168,6 @@ def test_payload_bounds_skip_header_and_padding():
     data = load("rtp_csrc_ext_padding.bin")
     start, end = payload_bounds(data)
     assert data[start:end] == b"payload"
-
-
-def test_header_peek_reads_the_hot_fields():
-    hdr = RtpHeader.peek(load("rtp_pcmu.bin"))
-    assert hdr == RtpHeader(True, 0, 4660, 0x11223344, 0xDEADBEEF)
-    with pytest.raises(ValueError):
-        RtpHeader.peek(b"\x80" * 11)
-    with pytest.raises(ValueError):
-        RtpHeader.peek(b"\x40" + bytes(11))
-
-
-@pytest.mark.parametrize("rtcp_type", [200, 201, 202, 203, 204, 205, 206, 207])
-def test_is_rtcp_recognizes_rtcp_packet_types(rtcp_type: int):
-    assert is_rtcp(bytes([0x80, rtcp_type, 0, 1]))
-
-
-def test_is_rtcp_rejects_rtp_and_short_data():
-    assert not is_rtcp(load("rtp_pcmu.bin"))  # marker + PT 0 = 128
-    assert not is_rtcp(rtp(1, pt=8, marker=True))
-    assert not is_rtcp(rtp(1, pt=127, marker=True))  # 255
-    assert not is_rtcp(b"\x80")
-    assert not is_rtcp(b"")
 
 
 def test_ts_less_uses_serial_arithmetic():

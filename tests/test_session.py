@@ -6,10 +6,13 @@ import socket
 
 import pytest
 
-from rtpp.ports import open_media_socket
-from rtpp.resizer import Resizer
-from rtpp.rtp import HEADER, RtpAnalyzer
-from rtpp.session import Session, make_address
+from rtpp.media.analyzer import RtpAnalyzer
+from rtpp.media.drivers import UserSpaceDriver
+from rtpp.media.latch import make_address
+from rtpp.media.playback.resizer import Resizer
+from rtpp.media.ports import open_media_socket
+from rtpp.media.rtp import HEADER
+from rtpp.media.session import Session
 
 HOST = "127.0.0.1"
 
@@ -180,7 +183,7 @@ def test_log_context_is_the_call_id():
     assert new_session().log_ctx == {"ctx": "call"}
 
 
-# refresh_fast
+# Session._reroute: the route decision and the user-space fast path
 
 
 @pytest.fixture
@@ -203,6 +206,7 @@ def routed_session(sockets) -> tuple[Session, object, object]:
     Returns (session, party A's socket, party B's socket): A faces leg 1, B faces leg 0.
     """
     sess = new_session()
+    sess.driver = UserSpaceDriver()  # serves the routes, reads nothing
     sess.complete = True
     party_a, party_b = sockets(), sockets()
     for st in sess.rtp.streams:
@@ -219,7 +223,7 @@ def routed_session(sockets) -> tuple[Session, object, object]:
 def test_fast_route_sends_from_the_peer_socket_to_the_peer_remote(sockets):
     sess, party_a, party_b = routed_session(sockets)
     s0, s1 = sess.rtp.streams
-    sess.refresh_fast()
+    sess._reroute()
     assert s1.fast_src == party_a.getsockname()
     assert s1.fwd_dst == party_b.getsockname()
     s1.fwd(b"media", s1.fwd_dst)
@@ -231,11 +235,11 @@ def test_fast_route_sends_from_the_peer_socket_to_the_peer_remote(sockets):
 def test_fast_route_exists_only_in_directions_that_qualify(sockets):
     sess, _, _ = routed_session(sockets)
     s0, s1 = sess.rtp.streams
-    sess.refresh_fast()
+    sess._reroute()
     assert s1.fast_src is not None
     assert s0.fast_src is None  # leg 0 has not latched
     s0.latched = True
-    sess.refresh_fast()
+    sess._reroute()
     assert s0.fast_src == s0.remote
     assert s0.fwd_dst == s1.remote
     for st in sess.rtcp.streams:
@@ -310,10 +314,10 @@ def _resizing(sess):
 def test_each_missing_condition_turns_the_fast_route_off(sockets, breaker):
     sess, _, _ = routed_session(sockets)
     st = sess.rtp.streams[1]
-    sess.refresh_fast()
+    sess._reroute()
     assert st.fast_src is not None
     breaker(sess)
-    sess.refresh_fast()
+    sess._reroute()
     assert st.fast_src is None
     assert st.fwd is None
     assert st.fwd_dst is None
@@ -323,20 +327,20 @@ def test_fast_route_returns_when_the_condition_clears(sockets):
     sess, _, _ = routed_session(sockets)
     st = sess.rtp.streams[1]
     st.recorder = object()
-    sess.refresh_fast()
+    sess._reroute()
     assert st.fast_src is None
     st.recorder = None
-    sess.refresh_fast()
+    sess._reroute()
     assert st.fast_src == st.remote
 
 
 def test_fast_route_follows_a_moved_remote(sockets):
     sess, _, _ = routed_session(sockets)
     s0, s1 = sess.rtp.streams
-    sess.refresh_fast()
+    sess._reroute()
     s1.remote = (HOST, 4242)
     s0.remote = (HOST, 4244)
-    sess.refresh_fast()
+    sess._reroute()
     assert s1.fast_src == (HOST, 4242)
     assert s1.fwd_dst == (HOST, 4244)
 
@@ -347,7 +351,7 @@ def test_attachments_of_the_peer_other_than_a_player_do_not_matter(sockets):
     s0.recorder = object()
     s0.copier = object()
     s0.resizer = Resizer(40)
-    sess.refresh_fast()
+    sess._reroute()
     assert s1.fast_src == s1.remote
 
 

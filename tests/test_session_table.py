@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rtpp.session import Session
-from rtpp.session_table import SessionTable, exact_match, prefix_match
+from rtpp.media.session import Session
+from rtpp.media.table import SessionTable, exact_match, prefix_match
 
 
 def sess(call_id: str, from_tag: str) -> Session:

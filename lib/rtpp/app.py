@@ -1,4 +1,4 @@
-"""The running proxy: configuration, counters, sessions, and the command dispatcher."""
+"""The running proxy: wires the control plane to the media plane; `execute(line, peer)`."""
 
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ from collections.abc import Callable
 import gevent
 import gevent.threadpool  # noqa: F401
 
-from rtpp.commands import FailedReply, load_handlers
 from rtpp.commands.command import ParseContext
-from rtpp.commands.errors import CommandError, ECode
-from rtpp.commands.parse import parse_command
+from rtpp.commands.context import Context
+from rtpp.commands.errors import CommandError, ECode, media_ecode
+from rtpp.commands.registry import HANDLERS, parse_command
+from rtpp.commands.reply import FailedReply
 from rtpp.config import Config
 from rtpp.control.peer import Peer
-from rtpp.housekeeping import Sweeper
-from rtpp.media import Media
-from rtpp.notify import Notifier
-from rtpp.session_table import SessionTable
+from rtpp.media.errors import MediaError
+from rtpp.media.housekeeping import Sweeper
+from rtpp.media.media import Media
+from rtpp.media.notify import Notifier
+from rtpp.media.table import SessionTable
 from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,6 @@ log = logging.getLogger(__name__)
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.handlers = load_handlers()
         self.counters = Counters()
         self.sessions = SessionTable()
         self.notifier = Notifier(config.notify_targets, self.counters, config.no_resolve)
@@ -65,8 +66,7 @@ class App:
             return
         self.closed = True
         self.sweeper.stop()
-        self.media.destroy_all("shutdown")
-        self.media.recording.close()  # every recording written, closed and moved
+        self.media.close()  # every session destroyed, every recording written and moved
         self.notifier.close()
 
     # Commands.
@@ -78,9 +78,12 @@ class App:
         counters.incr("ncmds_rcvd")
         try:
             cmd = parse_command(line, self.parse_ctx)
-            body = self.handlers[type(cmd)](cmd, self, peer)
+            ctx = Context(self.sessions, self.media, counters, self.config, self.notifier, peer)
+            body = HANDLERS[type(cmd)](cmd, ctx)
         except CommandError as exc:
             body = FailedReply(f"E{int(exc.ecode)}")
+        except MediaError as exc:
+            body = FailedReply(f"E{int(media_ecode(exc) or ECode.NOMEM_1)}")
         except (gevent.GreenletExit, KeyboardInterrupt, SystemExit):
             raise
         except Exception:

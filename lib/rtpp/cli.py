@@ -73,7 +73,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from docopt import DocoptExit, docopt
 
@@ -295,6 +295,15 @@ def decimal(text: str) -> int | None:
     return int(text)
 
 
+#: Selects the relay driver (media/drivers.py): "greenlet" for a greenlet per stream,
+#: anything else the epoll dispatcher. Read here only, once, at start-up.
+RELAY_ENV = "RTPP_RELAY"
+
+
+def relay_driver(environ: Mapping[str, str]) -> str:
+    return "greenlet" if environ.get(RELAY_ENV) == "greenlet" else "epoll"
+
+
 def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
     ctrl_socks = tuple(opts["-s"]) or (DEFAULT_CTRL_SOCK,)
     specs = [_ctrl_spec(text) for text in ctrl_socks]
@@ -331,6 +340,7 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         force_asymmetric=bool(opts["--force_asymmetric"]),
         bridge_symmetric=bool(opts["--bridge_symmetric"]),
         strict_source=bool(opts["--strict-source"]),
+        relay_driver=relay_driver(os.environ),
         record_dir=record_dir,
         spool_dir=spool_dir,
         record_pcap=bool(opts["-P"]),

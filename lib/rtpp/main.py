@@ -16,7 +16,7 @@ from rtpp import cli, daemon, logsetup, sdnotify
 from rtpp.config import Config
 from rtpp.control.server import BindError, ControlServer, make_listeners
 from rtpp.control.spec import parse_spec
-from rtpp.notify import NotifyConfigError
+from rtpp.media.notify import NotifyConfigError
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,9 @@ from rtpp.commands.command import (
     VersionFeature,
 )
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.commands.parse import COMMANDS, parse_command, tokenize, url_unquote
+from rtpp.commands.parse import tokenize, url_unquote
+from rtpp.commands.registry import SPECS as COMMANDS
+from rtpp.commands.registry import parse_command
 
 DATA = Path(__file__).parent / "data"
 PLAIN = ParseContext()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from rtpp.commands.command import Command, ParseContext, RemoteAddr, Update
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.commands.parse import parse_command
+from rtpp.commands.registry import parse_command
 
 BOUNDED = settings(max_examples=300, deadline=None)
 CTXS = st.sampled_from([ParseContext(), ParseContext(bridged=True)])

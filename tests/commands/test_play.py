@@ -10,7 +10,7 @@ from rtpp.commands import play
 from rtpp.commands.command import Play
 from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.play import parse_codecs
-from rtpp.session import Session
+from rtpp.media.session import Session
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def prompt(tmp_path) -> str:
 
 
 def run(app, name: str, codecs: str, call_id: str = "cid", count: int = 1) -> str:
-    return play.handle(Play(call_id, name, codecs, "ftag", "ttag", count), app, None)
+    return play.handle(Play(call_id, name, codecs, "ftag", "ttag", count), app)
 
 
 @pytest.mark.parametrize(("codecs", "pt"), [("0,,8", 0), ("+8", 8), ("18,0,,8", 0)])

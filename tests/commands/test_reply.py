@@ -8,7 +8,6 @@ from rtpp.commands.errors import CommandError, ECode
 from rtpp.commands.reply import (
     REPLY_BUF_BYTES,
     compose_subreplies,
-    cookie_overhead,
     error,
     fits,
     limited_info,
@@ -19,6 +18,7 @@ from rtpp.commands.reply import (
     port_reply,
     require_fit,
 )
+from rtpp.control.peer import cookie_overhead
 
 
 def test_error_is_e_and_number() -> None:

@@ -24,12 +24,12 @@ import pytest
 
 from helpers import REPO, free_tcp_port, rtpproxy_command, start_proxy
 from integration.media_util import kamailio_call, rtp
-from rtpp.stats import RECORD_STATS, STATS
+from rtpp.stats import COUNTERS, Home
 
 pytestmark = pytest.mark.timeout(120)
 
 DASHBOARD = REPO / "packaging" / "grafana" / "rtpproxy-dashboard.json"
-G_NAMES = [name for name, _, _ in STATS + RECORD_STATS]
+G_NAMES = [c.name for c in COUNTERS if c.home is not Home.SESSION]
 NOT_MONOTONIC = {"pps_in", "rtpa_nlost"}
 
 
@@ -200,7 +200,7 @@ def test_prometheus_sees_what_g_and_i_report(carried):
     assert ok == cmds["ncmds_succd"] + 1 and failed == cmds["ncmds_errs"]
     assert prom.scalar('rtpproxy_commands_total{verb="Q",result="E50"}') == 1
     assert prom.scalar('rtpproxy_port_pairs_in_use{address="127.0.0.1"}') == 6
-    assert prom.scalar('sum(rtpproxy_streams_by_route{route="user_fast"})') == 6
+    assert prom.scalar('sum(rtpproxy_streams_by_route{route="plain"})') == 6
 
 
 def test_every_dashboard_query_works_against_the_real_metrics(carried):

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import UdpClient, rtpproxy_command
 from integration.media_util import kamailio_call, parse_port_reply, rtp
-from rtpp.g711 import alaw_encode, ulaw_encode
+from rtpp.tools.g711 import alaw_encode, ulaw_encode
 
 pytestmark = pytest.mark.timeout(120)
 

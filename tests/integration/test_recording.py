@@ -25,7 +25,7 @@ import pytest
 
 from helpers import UdpClient, rtpproxy_command
 from integration.media_util import Call, kamailio_call, rtp
-from rtpp import g711
+from rtpp.tools import g711
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from rtpp.commands.command import Delete
+from rtpp.commands.context import Context
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.session import Session
+from rtpp.commands.reply import Reply
+from rtpp.media.session import Session
 
 
-def delete_one(sess: Session, leg: int, weak: bool, app) -> None:
+def delete_one(sess: Session, leg: int, weak: bool, ctx: Context) -> None:
     """Clear the strong flag (or leg `leg`'s weak flag); destroy when no flag is left."""
     if weak:
         sess.rtp.streams[leg].weak = False
     else:
         sess.strong = False
     if not sess.strong and not sess.weak:
-        app.media.destroy(sess, "delete")
+        ctx.media.destroy(sess, "delete")
 
 
-def handle(cmd: Delete, app, peer) -> str:
-    matches = app.sessions.find_prefix(cmd.call_id, cmd.from_tag, cmd.to_tag)
+def handle(cmd: Delete, ctx: Context) -> Reply:
+    matches = ctx.sessions.find_prefix(cmd.call_id, cmd.from_tag, cmd.to_tag)
     if not matches:
         raise CommandError(ECode.SESUNKN)
     for sess, leg, exact in matches:
-        delete_one(sess, leg, cmd.weak, app)
+        delete_one(sess, leg, cmd.weak, ctx)
         if exact:
             break
     return "0"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from rtpp.commands.command import DeleteAll
+from rtpp.commands.context import Context
+from rtpp.commands.reply import Reply
 
 
-def handle(cmd: DeleteAll, app, peer) -> str:
-    app.media.destroy_all("delete")
+def handle(cmd: DeleteAll, ctx: Context) -> Reply:
+    ctx.media.destroy_all("delete")
     return "0"

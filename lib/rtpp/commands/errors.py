@@ -1,6 +1,13 @@
-"""Numeric error codes of the control protocol (`E<n>` replies)."""
+"""Numeric error codes of the control protocol (`E<n>` replies), and the one table that
+turns the media plane's errors (media/errors.py) into them."""
 
-from enum import IntEnum
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum, IntEnum
+
+from rtpp.media.errors import Draining, MediaError, NoPorts, Overloaded
 
 
 class ECode(IntEnum):
@@ -55,3 +62,42 @@ class CommandError(Exception):
     def __init__(self, ecode: ECode) -> None:
         super().__init__(f"E{int(ecode)}")
         self.ecode = ecode
+
+
+class Step(Enum):
+    """What a command was doing when the media plane refused (the code depends on it)."""
+
+    ANY = "any"
+    NEW_SESSION = "new session"  # U creating a session
+    LEG = "leg"  # ports for a leg of an existing session
+    COPY = "copy"  # C to a remote listener
+
+
+#: The reply to a media failure: (error, step) -> code; Step.ANY applies at every step.
+MEDIA_ECODES: dict[tuple[type[MediaError], Step], ECode] = {
+    (Draining, Step.ANY): ECode.SLOWSHTDN,
+    (Overloaded, Step.ANY): ECode.OVERLOAD,
+    (NoPorts, Step.NEW_SESSION): ECode.LSTFAIL_2,
+    (NoPorts, Step.LEG): ECode.LSTFAIL_1,
+    (NoPorts, Step.COPY): ECode.CPYFAIL,
+}
+
+
+def media_ecode(exc: MediaError, step: Step = Step.ANY) -> ECode | None:
+    for cls in type(exc).__mro__:
+        code = MEDIA_ECODES.get((cls, step)) or MEDIA_ECODES.get((cls, Step.ANY))
+        if code is not None:
+            return code
+    return None
+
+
+@contextmanager
+def media_step(step: Step) -> Iterator[None]:
+    """Within: a media error becomes the CommandError that MEDIA_ECODES gives for `step`."""
+    try:
+        yield
+    except MediaError as exc:
+        code = media_ecode(exc, step)
+        if code is None:
+            raise
+        raise CommandError(code) from exc

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from rtpp.commands.command import NoRecord
+from rtpp.commands.context import Context
 from rtpp.commands.errors import CommandError, ECode
+from rtpp.commands.reply import Reply
 
 
-def handle(cmd: NoRecord, app, peer) -> str:
-    recording = app.media.recording
+def handle(cmd: NoRecord, ctx: Context) -> Reply:
+    recording = ctx.media.recording
     stopped = False
-    for sess, leg, _exact in app.sessions.find_prefix(cmd.call_id, cmd.from_tag, cmd.to_tag):
+    for sess, leg, _exact in ctx.sessions.find_prefix(cmd.call_id, cmd.from_tag, cmd.to_tag):
         legs = (leg, 1 - leg) if cmd.both else (leg,)
         for index in legs:
             stopped = recording.stop(sess, index) or stopped

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from rtpp.commands.command import (
@@ -502,32 +502,18 @@ def build_delete_all(mods: str, tokens: list[str], ctx: ParseContext) -> DeleteA
     return DeleteAll()
 
 
-COMMANDS: dict[str, CommandSpec] = {
-    "u": CommandSpec("update", 5, 8, True, True, build_update),
-    "l": CommandSpec("lookup", 5, 6, True, True, build_lookup),
-    "d": CommandSpec("delete", 3, 4, True, False, build_delete),
-    "p": CommandSpec("play", 5, 6, True, False, build_play),
-    "s": CommandSpec("noplay", 3, 4, False, False, build_stop_play),
-    "r": CommandSpec("record", 3, 4, True, False, build_record),
-    "c": CommandSpec("copy", 4, 5, True, False, build_copy),
-    "n": CommandSpec("norecord", 3, 4, True, False, build_norecord),
-    "q": CommandSpec("query", 3, 15, True, True, build_query),
-    "g": CommandSpec("get_stats", 1, 30, True, False, build_stats),
-    "i": CommandSpec("get_info", 1, 1, True, False, build_info),
-    "x": CommandSpec("delete_all", 1, 1, False, False, build_delete_all),
-    "v": CommandSpec("get_version", 1, 1, False, False, build_version),
-}
-VERSION_FEATURE = CommandSpec("feature_check", 2, 2, False, False, build_version_feature)
+#: The key of V's feature-check form (`VF <date>`) in a command table.
+FEATURE_CHECK = "vf"
 
 
-def lookup_spec(word: str) -> tuple[CommandSpec, str]:
+def lookup_spec(word: str, specs: Mapping[str, CommandSpec]) -> tuple[CommandSpec, str]:
     """(spec, modifier text) for a command word; unknown letter -> E0."""
-    spec = COMMANDS.get(ascii_lower(word[0]))
+    spec = specs.get(ascii_lower(word[0]))
     if spec is None:
         raise fail(ECode.CMDUNKN)
     mods = word[1:]
     if spec.name == "get_version" and mods[:1] in ("f", "F"):
-        return VERSION_FEATURE, mods[1:]
+        return specs[FEATURE_CHECK], mods[1:]
     return spec, mods
 
 
@@ -603,11 +589,12 @@ def attach_subcommands(main: Command, subcs: tuple[SubCommand, ...]) -> Command:
 # Entry point
 
 
-def parse_command(line: bytes, ctx: ParseContext) -> Command:
-    """Parse one control command (without the UDP cookie); raises CommandError."""
+def parse_with(line: bytes, ctx: ParseContext, specs: Mapping[str, CommandSpec]) -> Command:
+    """Parse one control command (without the UDP cookie) by the command table `specs`
+    (registry.SPECS: letter -> CommandSpec); raises CommandError."""
     lists = tokenize(line)
     tokens, sub_lists = lists[0], lists[1:]
-    spec, mods = lookup_spec(tokens[0])
+    spec, mods = lookup_spec(tokens[0], specs)
     if not spec.min_tokens <= len(tokens) <= spec.max_tokens:
         raise fail(ECode.PARSE_NARGS)
     if not spec.has_mods and mods:

@@ -6,8 +6,10 @@ import logging
 import re
 
 from rtpp.commands.command import Play
+from rtpp.commands.context import Context
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.player import PromptSchedule, open_prompt
+from rtpp.commands.reply import Reply
+from rtpp.media.playback.player import PromptSchedule, open_prompt
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,13 @@ def parse_codecs(text: str) -> list[int]:
     return codecs
 
 
-def handle(cmd: Play, app, peer) -> str:
-    found = app.sessions.find_exact(cmd.call_id, cmd.from_tag, cmd.to_tag)
+def handle(cmd: Play, ctx: Context) -> Reply:
+    found = ctx.sessions.find_exact(cmd.call_id, cmd.from_tag, cmd.to_tag)
     if found is None:
         raise CommandError(ECode.SESUNKN)
     sess, leg = found
     st = sess.rtp.streams[leg]
-    players = app.media.players
+    players = ctx.media.players
     players.stop(st)
     if cmd.count == 0:
         return "0"

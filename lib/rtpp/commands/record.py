@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from rtpp.commands.command import Record
+from rtpp.commands.context import Context
 from rtpp.commands.errors import CommandError, ECode
+from rtpp.commands.reply import Reply
 
 
-def handle(cmd: Record, app, peer) -> str:
-    recording = app.media.recording
+def handle(cmd: Record, ctx: Context) -> Reply:
+    recording = ctx.media.recording
     started = False
-    for sess, leg, _exact in app.sessions.find_prefix(cmd.call_id, cmd.from_tag, cmd.to_tag):
+    for sess, leg, _exact in ctx.sessions.find_prefix(cmd.call_id, cmd.from_tag, cmd.to_tag):
         if recording.start(sess, leg, cmd.single_file):
             started = True
     if not started:

@@ -23,6 +23,13 @@ SUBC_SKIPPED = " && 0"
 SUBC_RESERVE = len(SUBC_FAILED) + TAIL_BYTES
 
 SubResult = str | int | None
+#: What a handler returns: the reply body without the LF.
+Reply = str
+
+
+class FailedReply(str):
+    """A reply body that is not an `E<n>` but counts in `ncmds_errs` (L on a missing
+    session answers `0`)."""
 
 
 def ok() -> str:
@@ -42,11 +49,6 @@ def port_reply(port: int, addr_text: str | None, ipv6: bool) -> str:
     if addr_text is None:
         return str(port)
     return f"{port} {addr_text} 6" if ipv6 else f"{port} {addr_text}"
-
-
-def cookie_overhead(cookie: bytes | None) -> int:
-    """Bytes the UDP cookie prefix (`<cookie> `) takes in the reply buffer."""
-    return len(cookie) + 1 if cookie else 0
 
 
 def body_len(text: str) -> int:

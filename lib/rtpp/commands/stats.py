@@ -1,43 +1,30 @@
-"""G: global statistics by name (PROTOCOL.md §4.11, §10.1)."""
+"""G: global statistics by name (PROTOCOL.md §4.11, §10.1); the names, and where each
+counter lives, are in stats.py at the package top."""
 
 from __future__ import annotations
 
 from rtpp.commands.command import Stats
+from rtpp.commands.context import Context
 from rtpp.commands.errors import CommandError, ECode
-from rtpp.commands.reply import require_fit
-from rtpp.stats import RECORD_STAT_NAMES, STAT_NAMES, format_stat
-
-#: Counters kept per live stream and folded in when the stream ends.
-LIVE_STATS = frozenset(
-    {
-        "npkts_rcvd",
-        "npkts_relayed",
-        "npkts_resizer_in",
-        "npkts_resizer_out",
-        "npkts_resizer_discard",
-        "rtpa_nsent",
-        "rtpa_nrcvd",
-        "rtpa_ndups",
-        "rtpa_nlost",
-        "rtpa_perrs",
-    }
-)
+from rtpp.commands.reply import Reply, require_fit
+from rtpp.stats import BY_NAME, STAT_NAMES, Counter, Home
 
 
-def stat_value(app, name: str):
-    if name in RECORD_STAT_NAMES:
-        return getattr(app.media.recording.counters, name)
-    value = app.counters.values[name]
-    if name in LIVE_STATS:
-        value += app.media.live_sum(name)
+def stat_value(ctx: Context, counter: Counter) -> float:
+    if counter.home is Home.RECORDING:
+        return getattr(ctx.media.recording.counters, counter.name)
+    value = ctx.counters.values[counter.name]
+    if counter.home is Home.STREAM:
+        value += ctx.media.live_sum(counter)
     return value
 
 
-def handle(cmd: Stats, app, peer) -> str:
+def handle(cmd: Stats, ctx: Context) -> Reply:
     parts = []
     for name in cmd.names:
         if name not in STAT_NAMES:
             raise CommandError(ECode.STSFAIL)
-        text = format_stat(name, stat_value(app, name))
+        counter = BY_NAME[name]
+        text = counter.text(stat_value(ctx, counter))
         parts.append(f"{name}={text}" if cmd.verbose else text)
-    return require_fit(" ".join(parts), ECode.RTOOBIG_1, peer.overhead)
+    return require_fit(" ".join(parts), ECode.RTOOBIG_1, ctx.peer.overhead)

@@ -18,3 +18,8 @@ class Peer:
         if self.kind in ("udp", "tcp") and isinstance(self.addr, tuple):
             return self.addr[0]
         return "127.0.0.1"
+
+
+def cookie_overhead(cookie: bytes | None) -> int:
+    """Bytes the UDP cookie prefix (`<cookie> `) takes in the reply buffer."""
+    return len(cookie) + 1 if cookie else 0

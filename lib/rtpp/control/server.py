@@ -24,13 +24,13 @@ from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.pool import Group
 
-from rtpp.commands.reply import cookie_overhead
-from rtpp.control.peer import Peer
+from rtpp.control.peer import Peer, cookie_overhead
 from rtpp.control.rcache import ReplyCache
 from rtpp.control.spec import ControlSpec
 from rtpp.daemon import chown_socket, socket_in_use, socket_inode, unlink_socket
 from rtpp.ratelimit import LogThrottle
 from rtpp.sdnotify import listen_fds
+from rtpp.spawn import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +61,6 @@ class BindError(Exception):
 
 def encode_reply(text: str) -> bytes:
     return text.encode("latin-1", "replace")
-
-
-def _spawn(func: Callable, *args, group: Group | None = None) -> Greenlet:
-    greenlet = Greenlet(func, *args)
-    greenlet.link_exception(_log_crash)
-    if group is not None:
-        group.add(greenlet)
-    greenlet.start()
-    return greenlet
-
-
-def _log_crash(greenlet: Greenlet) -> None:
-    log.error("control greenlet %r crashed", greenlet, exc_info=greenlet.exc_info)
 
 
 class Listener(ABC):
@@ -111,7 +98,7 @@ class Listener(ABC):
             return
         self.bind()
         self.app = app
-        self._loop = _spawn(self._serve_loop)
+        self._loop = spawn_logged(self._serve_loop, name=f"serve_loop {self.spec.text}")
 
     @abstractmethod
     def _serve_loop(self) -> None:
@@ -385,12 +372,9 @@ class StreamListener(Listener):
             )
             _close_quietly(conn)
             return
-        greenlet = Greenlet(self._client, conn, addr)
-        greenlet.link_exception(_log_crash)
+        greenlet = spawn_logged(self._client, conn, addr, name="client_loop", group=self._clients)
         greenlet.rawlink(self._forget)
         self._active[greenlet] = StreamClient(conn)
-        self._clients.add(greenlet)
-        greenlet.start()
 
     def _drop_one(self, why: str) -> bool:
         """Close the connection eviction picks (see the class docstring); False if none."""

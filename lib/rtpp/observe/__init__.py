@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from rtpp.commands import FailedReply
+from rtpp.commands.reply import FailedReply
 from rtpp.observe.acct import AcctLog
 from rtpp.observe.commands import CommandStats
 from rtpp.observe.http import Endpoint

@@ -15,8 +15,8 @@ import os
 import time
 from typing import Any
 
+from rtpp.media.recording.record import FileWriter
 from rtpp.observe import source
-from rtpp.record import FileWriter
 
 log = logging.getLogger(__name__)
 

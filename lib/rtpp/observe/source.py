@@ -12,17 +12,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtpp.rtp import TS_RATES
-from rtpp.session import Session, Stream
-from rtpp.stats import RECORD_STAT_NAMES, RECORD_STATS, STATS
+from rtpp.media.route import Route
+from rtpp.media.rtp import TS_RATES
+from rtpp.media.session import Session, Stream
+from rtpp.stats import COUNTERS, STREAM_COUNTERS, Home, fold
 
 #: (name, description, is_float) of every `G` counter, in the order `G` knows them.
-G_TABLE: tuple[tuple[str, str, bool], ...] = STATS + RECORD_STATS
-
-#: How a stream's packets are handled now: the plain fast route of user space, or the
-#: full path (learning, attachments, drops). A future route gets its own value.
-ROUTE_FAST = "user_fast"
-ROUTE_FULL = "user_full"
+G_TABLE: tuple[tuple[str, str, bool], ...] = tuple(
+    (c.name, c.description, c.is_float) for c in COUNTERS if c.home is not Home.SESSION
+)
+RECORDING_NAMES = tuple(c.name for c in COUNTERS if c.home is Home.RECORDING)
+#: A stream's route as a metric label: media.route.Route's name in lower case.
+ROUTE_LABELS = {route: route.name.lower() for route in Route}
 
 _FAMILY_NAMES = {2: "ipv4", 10: "ipv6"}
 #: The descriptor count of a scrape is at most this old.
@@ -91,7 +92,7 @@ def snapshot(app: Any) -> Snapshot:
     for name, live in _scan(app.sessions, state).items():
         g[name] += live
     rec = media.recording.counters
-    for name in RECORD_STAT_NAMES:
+    for name in RECORDING_NAMES:
         g[name] = getattr(rec, name)
     _ports(media, state)
     _fds(media.fds, state)
@@ -107,57 +108,29 @@ def live_state(app: Any) -> LiveState:
     return snapshot(app).state
 
 
-def _scan(sessions: Any, state: LiveState) -> dict[str, int]:
-    """One pass: the live part of the LIVE_STATS counters (what Media.live_sum adds for
-    `G`, all names at once), and the per-stream gauges into `state`."""
-    rcvd = relayed = rz_in = rz_out = rz_discard = 0
-    nsent = nrcvd = ndups = perrs = 0
-    routes = {ROUTE_FAST: 0, ROUTE_FULL: 0}
+def _scan(sessions: Any, state: LiveState) -> dict[str, float]:
+    """One pass: the live part of the STREAM counters (each read through its row, as
+    `G` reads it), and the per-stream gauges into `state`."""
+    live = {c.name: 0 for c in STREAM_COUNTERS}
+    routes = dict.fromkeys(ROUTE_LABELS.values(), 0)
     in_use = state.pairs_in_use
     jitters, losses = state.jitter_ms, state.loss_ratio
     for sess in sessions:
         for st in sess.streams():
-            rcvd += st.nrcvd
-            relayed += st.nrelayed
-            rz = st.resizer
-            if rz is not None:
-                rz_in += rz.npkts_in
-                rz_out += rz.npkts_out
-                rz_discard += rz.npkts_discard
-            an = st.analyzer
-            if an is not None:
-                an.sync()
-                sent, received = an.nsent, an.nrcvd
-                nsent += sent
-                nrcvd += received
-                ndups += an.ndups
-                perrs += an.perrs
-                if sent > 0 and st.sock is not None:
-                    jitters.append(jitter_ms(an.jlast, an.payload_types))
-                    losses.append(max(0, sent - received) / sent)
+            fold(live, st)
             if st.sock is None:
                 continue
-            routes[route_of(st)] += 1
-            if st.is_rtp:
-                host = st.local[0] if st.local else "?"
-                in_use[host] = in_use.get(host, 0) + 1
+            routes[ROUTE_LABELS[st.route]] += 1
+            if not st.is_rtp:
+                continue
+            host = st.local[0] if st.local else "?"
+            in_use[host] = in_use.get(host, 0) + 1
+            quality = _rtpa_quality(st)
+            if quality is not None:
+                jitters.append(quality[0])
+                losses.append(quality[1])
     state.streams_by_route = routes
-    return {
-        "npkts_rcvd": rcvd,
-        "npkts_relayed": relayed,
-        "npkts_resizer_in": rz_in,
-        "npkts_resizer_out": rz_out,
-        "npkts_resizer_discard": rz_discard,
-        "rtpa_nsent": nsent,
-        "rtpa_nrcvd": nrcvd,
-        "rtpa_ndups": ndups,
-        "rtpa_nlost": nsent - nrcvd,
-        "rtpa_perrs": perrs,
-    }
-
-
-def route_of(st: Stream) -> str:
-    return ROUTE_FAST if st.fast_src is not None else ROUTE_FULL
+    return live
 
 
 def _rtpa_quality(st: Stream) -> tuple[float, float] | None:

@@ -20,7 +20,8 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from rtpp import g711
+from rtpp.media.rtp import HEADER, PT_MASK, RTP_HEADER_LENGTH, RTP_VERSION
+from rtpp.tools import g711
 
 USAGE = """\
 usage: extractaudio [-idsne] [-F file_fmt] [-D data_fmt] rdir outfile [link1 ... linkN]
@@ -57,7 +58,6 @@ PCAP_MAGICS = {
 LINKTYPE_NULL, LINKTYPE_ETHERNET = 0, 1
 ADHOC_FAMILIES = frozenset((2, 10, 28))
 ADHOC_HEADER = struct.Struct("=HH16sdH")
-RTP_FIXED = struct.Struct("!BBHII")
 
 #: A timestamp jump further than this from what the arrival times suggest is a
 #: discontinuity (a new time base), not a gap to fill with silence.
@@ -81,7 +81,7 @@ class Datagram:
 
 
 @dataclass(frozen=True, slots=True)
-class RtpPacket:
+class CapturedRtp:
     arrival_s: float
     seq: int
     ts: int
@@ -180,7 +180,7 @@ def _ip_udp_payload(frame: bytes, ip_at: int) -> tuple[bytes, Endpoint] | None:
     version = frame[ip_at] >> 4
     if version == 4:
         ihl = (frame[ip_at] & 0x0F) * 4
-        if len(frame) < ip_at + ihl + 8 or frame[ip_at + 9] != 17 or ihl < 20:
+        if ihl < 20 or len(frame) < ip_at + ihl + 8 or frame[ip_at + 9] != 17:
             return None
         udp_at = ip_at + ihl
         dst_ip = frame[ip_at + 16 : ip_at + 20]
@@ -195,15 +195,15 @@ def _ip_udp_payload(frame: bytes, ip_at: int) -> tuple[bytes, Endpoint] | None:
     return frame[udp_at + 8 : udp_at + max(udp_len, 8)], (dst_ip, dst_port)
 
 
-def parse_rtp(dgram: Datagram) -> RtpPacket | None:
+def parse_rtp(dgram: Datagram) -> CapturedRtp | None:
     """The RTP view of a datagram, or None for RTCP and malformed packets."""
     data = dgram.data
-    if len(data) < 12:
+    if len(data) < RTP_HEADER_LENGTH:
         return None
-    b0, b1, seq, ts, ssrc = RTP_FIXED.unpack_from(data)
-    if b0 >> 6 != 2 or 72 <= (b1 & 0x7F) <= 76:
+    b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
+    if b0 >> 6 != RTP_VERSION or 72 <= (b1 & PT_MASK) <= 76:
         return None
-    start = 12 + 4 * (b0 & 0x0F)
+    start = RTP_HEADER_LENGTH + 4 * (b0 & 0x0F)
     if b0 & 0x10:
         if len(data) < start + 4:
             return None
@@ -213,7 +213,7 @@ def parse_rtp(dgram: Datagram) -> RtpPacket | None:
         end -= data[-1]
     if end < start:
         return None
-    return RtpPacket(dgram.arrival_s, seq, ts, ssrc, b1 & 0x7F, data[start:end])
+    return CapturedRtp(dgram.arrival_s, seq, ts, ssrc, b1 & PT_MASK, data[start:end])
 
 
 # --- per-stream decoding -----------------------------------------------------
@@ -243,10 +243,12 @@ def _signed(delta: int, bits: int) -> int:
     return ((delta + half) % (1 << bits)) - half
 
 
-def _audio_packets(packets: Iterable[RtpPacket], stats: StreamStats) -> list[tuple[int, RtpPacket]]:
+def _audio_packets(
+    packets: Iterable[CapturedRtp], stats: StreamStats
+) -> list[tuple[int, CapturedRtp]]:
     """Decodable packets with their extended sequence numbers, duplicates dropped."""
     seen: set[int] = set()
-    out: list[tuple[int, RtpPacket]] = []
+    out: list[tuple[int, CapturedRtp]] = []
     ext = None
     for pkt in packets:
         stats.packets += 1
@@ -268,10 +270,10 @@ def _audio_packets(packets: Iterable[RtpPacket], stats: StreamStats) -> list[tup
     return out
 
 
-def _timeline(audio: list[tuple[int, RtpPacket]], stats: StreamStats) -> list[int]:
+def _timeline(audio: list[tuple[int, CapturedRtp]], stats: StreamStats) -> list[int]:
     """Sample offset of each packet relative to the first, from unwrapped timestamps."""
     positions: list[int] = []
-    prev: RtpPacket | None = None
+    prev: CapturedRtp | None = None
     pos = 0
     for _, pkt in audio:
         if prev is not None:
@@ -287,7 +289,7 @@ def _timeline(audio: list[tuple[int, RtpPacket]], stats: StreamStats) -> list[in
 
 
 def place_stream(
-    packets: list[RtpPacket], t0: float, fill_gaps: bool, stats: StreamStats
+    packets: list[CapturedRtp], t0: float, fill_gaps: bool, stats: StreamStats
 ) -> Placed | None:
     audio = _audio_packets(packets, stats)
     if not audio:
@@ -329,8 +331,8 @@ class Channel:
     placed: list[Placed] = field(default_factory=list)
 
 
-def group_by_ssrc(datagrams: Iterable[Datagram]) -> dict[int, list[RtpPacket]]:
-    groups: dict[int, list[RtpPacket]] = {}
+def group_by_ssrc(datagrams: Iterable[Datagram]) -> dict[int, list[CapturedRtp]]:
+    groups: dict[int, list[CapturedRtp]] = {}
     for dgram in datagrams:
         pkt = parse_rtp(dgram)
         if pkt is not None:

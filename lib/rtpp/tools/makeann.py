@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from rtpp.g711 import alaw_encode, ulaw_encode
+from rtpp.tools.g711 import alaw_encode, ulaw_encode
 
 PROG = "makeann"
 USAGE = "usage: makeann [-l limit [-L]] infile [outfile_template]\n"

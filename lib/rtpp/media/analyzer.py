@@ -1,12 +1,4 @@
-"""RTP packets (RFC 3550 section 5.1) and per-stream RTP analysis.
-
-Two levels of detail:
-
-* the relay path reads only the fixed header fields with ``HEADER`` (one
-  precompiled ``struct.Struct``): ``RtpHeader.peek`` and ``RtpAnalyzer.feed``;
-* ``RtpPacket`` is the full, validating model (CSRCs, header extension,
-  padding) used by the player, the resizer and recording. ``serialize()`` is
-  the exact inverse of ``parse()``.
+"""Per-stream RTP analysis: ``RtpAnalyzer``, the ``rtpa_*`` counters and jitter.
 
 ``RtpAnalyzer`` mirrors the classic analyser (``rtp_analyze.c``): sequence
 tracking gives the ``rtpa_nsent/nrcvd/ndups/nlost/perrs`` counters, and the
@@ -15,6 +7,11 @@ interarrival jitter estimate of RFC 3550 section 6.4.1 gives
 timestamp units** of the payload type's clock (1/8000 s for the usual voice
 codecs): arrival times are converted to that clock before the difference is
 taken. Payload types without a known static clock produce no jitter.
+
+The relay defers plain packets (rtp.RECORD, appended to ``pending`` straight from
+the receive buffer) and ``sync`` analyses them in batches; the in-order step of
+that loop is the usual packet's whole analysis, written once. Any other packet
+goes through ``_feed``, the complete analysis, whose results are the same.
 """
 
 from __future__ import annotations
@@ -25,209 +22,20 @@ from array import array
 from dataclasses import dataclass, field
 from enum import IntEnum
 from math import trunc
-from typing import NamedTuple
 
-RTP_VERSION = 2
-RTP_HEADER_LENGTH = 12
-RTP_CSRC_LENGTH = 4
-RTP_EXT_HEADER_LENGTH = 4
-RTP_MAX_CSRC = 15
-RTP_SEQ_MOD = 1 << 16
-RTP_TS_MOD = 1 << 32
-
-# RFC 5761 section 4: RTCP packet types 192..223 sit where an RTP header has
-# the marker bit and payload type 64..95.
-RTCP_PT_MIN = 192
-RTCP_PT_MAX = 223
-
-#: V/P/X/CC byte, M/PT byte, sequence number, timestamp, SSRC.
-HEADER = struct.Struct("!BBHII")
-EXT_HEADER = struct.Struct("!HH")
-
-_FLAG_PADDING = 0x20
-_FLAG_EXTENSION = 0x10
-_CC_MASK = 0x0F
-_MARKER = 0x80
-_PT_MASK = 0x7F
-_PLAIN_V2 = 0x80  # V=2, no padding, no extension, no CSRC
-
-#: RTP clock rate of the static payload types (RFC 3551); 0 = unknown.
-TS_RATES: tuple[int, ...] = (
-    (8000, 0, 0, 8000, 8000, 8000, 16000, 8000, 8000, 8000)
-    + (44100, 44100, 8000, 8000, 90000, 8000, 11025, 22050, 8000)
-    + (0,) * (128 - 19)
+from rtpp.media.rtp import (
+    HEADER,
+    MARKER,
+    PLAIN_V2,
+    PT_MASK,
+    RECORD,
+    RECORD_B1,
+    RECORD_BYTES,
+    RTP_HEADER_LENGTH,
+    RTP_SEQ_MOD,
+    TS_RATES,
+    payload_bounds,
 )
-
-
-def is_rtcp(data: bytes) -> bool:
-    """Cheap RTP/RTCP demultiplexing on the second byte (RFC 5761)."""
-    return len(data) >= 2 and RTCP_PT_MIN <= data[1] <= RTCP_PT_MAX
-
-
-def ts_less(a: int, b: int) -> bool:
-    """True if 32-bit RTP timestamp ``a`` is before ``b`` in serial arithmetic."""
-    return (a - b) & 0xFFFFFFFF > 0x80000000
-
-
-def payload_bounds(data: bytes) -> tuple[int, int]:
-    """Return ``(start, end)`` of the payload, or raise ``ValueError``.
-
-    Checks every length the header claims: the fixed header, the CSRC list,
-    the extension header and its body, and the padding count.
-    """
-    size = len(data)
-    if size < RTP_HEADER_LENGTH:
-        raise ValueError(
-            f"RTP packet too short: {size} bytes, the fixed header needs {RTP_HEADER_LENGTH}"
-        )
-    b0 = data[0]
-    version = b0 >> 6
-    if version != RTP_VERSION:
-        raise ValueError(f"RTP version is {version}, expected {RTP_VERSION}")
-    cc = b0 & _CC_MASK
-    start = RTP_HEADER_LENGTH + cc * RTP_CSRC_LENGTH
-    if size < start:
-        raise ValueError(f"RTP packet too short for {cc} CSRC entries: {size} bytes, need {start}")
-    if b0 & _FLAG_EXTENSION:
-        if size < start + RTP_EXT_HEADER_LENGTH:
-            raise ValueError(
-                f"RTP packet too short for the extension header: {size} bytes, "
-                f"need {start + RTP_EXT_HEADER_LENGTH}"
-            )
-        words = EXT_HEADER.unpack_from(data, start)[1]
-        start += RTP_EXT_HEADER_LENGTH + 4 * words
-        if size < start:
-            raise ValueError(
-                f"RTP packet too short for a {words}-word header extension: "
-                f"{size} bytes, need {start}"
-            )
-    end = size
-    if b0 & _FLAG_PADDING:
-        if size == start:
-            raise ValueError("RTP padding flag set but no byte follows the header")
-        padding = data[-1]
-        if padding == 0:
-            raise ValueError("RTP padding count is zero")
-        if padding > size - start:
-            raise ValueError(
-                f"RTP padding count {padding} exceeds the {size - start} bytes after the header"
-            )
-        end -= padding
-    return start, end
-
-
-class RtpHeader(NamedTuple):
-    """The fixed-header fields the relay path needs, read without a full parse."""
-
-    marker: bool
-    payload_type: int
-    seq: int
-    ts: int
-    ssrc: int
-
-    @classmethod
-    def peek(cls, data: bytes) -> RtpHeader:
-        """Read the fixed header; checks only its length and the version."""
-        if len(data) < RTP_HEADER_LENGTH:
-            raise ValueError(
-                f"RTP packet too short: {len(data)} bytes, "
-                f"the fixed header needs {RTP_HEADER_LENGTH}"
-            )
-        b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
-        if b0 >> 6 != RTP_VERSION:
-            raise ValueError(f"RTP version is {b0 >> 6}, expected {RTP_VERSION}")
-        return cls(bool(b1 & _MARKER), b1 & _PT_MASK, seq, ts, ssrc)
-
-
-@dataclass(slots=True)
-class RtpPacket:
-    """A complete RTP packet.
-
-    ``extension`` is ``None`` when the X bit is clear, else the extension body
-    (a multiple of 4 bytes; may be empty). ``padding`` holds the padding bytes
-    verbatim, the last one being their count, so that ``serialize()`` gives
-    back exactly the parsed bytes.
-    """
-
-    payload_type: int = 0
-    marker: bool = False
-    seq: int = 0
-    ts: int = 0
-    ssrc: int = 0
-    csrc: tuple[int, ...] = ()
-    extension_profile: int = 0
-    extension: bytes | None = None
-    payload: bytes = b""
-    padding: bytes = b""
-
-    @classmethod
-    def parse(cls, data: bytes) -> RtpPacket:
-        start, end = payload_bounds(data)
-        b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
-        cc = b0 & _CC_MASK
-        csrc = struct.unpack_from(f"!{cc}I", data, RTP_HEADER_LENGTH) if cc else ()
-        profile = 0
-        extension = None
-        if b0 & _FLAG_EXTENSION:
-            pos = RTP_HEADER_LENGTH + cc * RTP_CSRC_LENGTH
-            profile = EXT_HEADER.unpack_from(data, pos)[0]
-            extension = bytes(data[pos + RTP_EXT_HEADER_LENGTH : start])
-        return cls(
-            payload_type=b1 & _PT_MASK,
-            marker=bool(b1 & _MARKER),
-            seq=seq,
-            ts=ts,
-            ssrc=ssrc,
-            csrc=tuple(csrc),
-            extension_profile=profile,
-            extension=extension,
-            payload=bytes(data[start:end]),
-            padding=bytes(data[end:]),
-        )
-
-    @property
-    def header_length(self) -> int:
-        n = RTP_HEADER_LENGTH + RTP_CSRC_LENGTH * len(self.csrc)
-        if self.extension is not None:
-            n += RTP_EXT_HEADER_LENGTH + len(self.extension)
-        return n
-
-    def __len__(self) -> int:
-        return self.header_length + len(self.payload) + len(self.padding)
-
-    def serialize(self) -> bytes:
-        if len(self.csrc) > RTP_MAX_CSRC:
-            raise ValueError(f"RTP packet has {len(self.csrc)} CSRCs, at most 15 fit")
-        if self.padding and self.padding[-1] != len(self.padding):
-            raise ValueError(
-                f"RTP padding of {len(self.padding)} bytes ends with count {self.padding[-1]}"
-            )
-        b0 = (RTP_VERSION << 6) | len(self.csrc)
-        if self.padding:
-            b0 |= _FLAG_PADDING
-        parts = [
-            HEADER.pack(
-                b0 | (_FLAG_EXTENSION if self.extension is not None else 0),
-                (_MARKER if self.marker else 0) | (self.payload_type & _PT_MASK),
-                self.seq & 0xFFFF,
-                self.ts & 0xFFFFFFFF,
-                self.ssrc & 0xFFFFFFFF,
-            )
-        ]
-        if self.csrc:
-            parts.append(struct.pack(f"!{len(self.csrc)}I", *self.csrc))
-        if self.extension is not None:
-            if len(self.extension) % 4:
-                raise ValueError(
-                    f"RTP header extension of {len(self.extension)} bytes is not a multiple of 4"
-                )
-            parts.append(EXT_HEADER.pack(self.extension_profile, len(self.extension) // 4))
-            parts.append(self.extension)
-        parts.append(self.payload)
-        parts.append(self.padding)
-        return b"".join(parts)
-
-    __bytes__ = serialize
 
 
 class RtpaUpdate(IntEnum):
@@ -251,11 +59,6 @@ _TS_RATES_FLOAT = tuple(float(rate) for rate in TS_RATES)
 _unpack_header = HEADER.unpack_from
 _StructError = struct.error
 _OK = RtpaUpdate.OK
-#: A deferred packet (RtpAnalyzer.sync): its arrival time, then its fixed header.
-RECORD = struct.Struct("!dBBHII")
-RECORD_BYTES = RECORD.size
-#: Offset of the second header byte (marker and payload type) in a RECORD.
-_RECORD_B1 = 9
 
 
 def _sync_at() -> int:
@@ -289,6 +92,16 @@ def _set_bits(seen: bytearray, start: int, count: int) -> None:
         start = 0
 
 
+def _synced(attr: str) -> property:
+    """A result that is read after the deferred packets are analysed."""
+
+    def read(self: RtpAnalyzer):
+        self.sync()
+        return getattr(self, attr)
+
+    return property(read)
+
+
 @dataclass(slots=True)
 class RtpAnalyzer:
     """Per-stream RTP statistics; ``feed`` is called for each received RTP packet.
@@ -301,16 +114,15 @@ class RtpAnalyzer:
     65536-bit map indexed by the 16-bit sequence number. Finished runs are
     added to the totals, so ``nlost = nsent - nrcvd`` over the whole stream.
 
-    ``feed`` has a short path for the usual packet (same SSRC, next sequence
-    number, plain header) that gives exactly the results of the full one
-    (``_feed``): the duplicate map is written lazily (the in-order packets
-    since ``_lazy_from`` are set in bulk when the map is next needed), and the
-    repeated-timestamp check is a comparison with the largest recent timestamp
-    (``_ts_top``).
+    The usual packet (same SSRC, next sequence number, plain header) has a short
+    path that gives exactly the results of the full one (``_feed``): the
+    duplicate map is written lazily (the in-order packets since ``_lazy_from``
+    are set in bulk when the map is next needed), and the repeated-timestamp
+    check is a comparison with the largest recent timestamp (``_ts_top``).
 
-    The relay defers plain packets instead (``pending``, see ``defer``) and ``sync``
-    analyses them in batches; every result syncs before it is read, and ``nfed``
-    counts the deferred packets without analysing them.
+    The relay defers plain packets (rtp.RECORD each, appended to ``pending``) and
+    ``sync`` analyses them in batches; every result syncs before it is read, and
+    ``nfed`` counts the deferred packets without analysing them.
     """
 
     # Read or written for every in-order packet: kept together, first in the object.
@@ -365,31 +177,13 @@ class RtpAnalyzer:
         """Packets given to ``feed`` or deferred, whatever they were."""
         return self._max - self._fed_gap + len(self.pending) // RECORD_BYTES
 
-    @property
-    def last_ssrc(self) -> int | None:
-        self.sync()
-        return self._last_ssrc
-
-    @property
-    def last_seq(self) -> int | None:
-        self.sync()
-        return self._last_seq
-
-    @property
-    def longest_ipi(self) -> float:
-        """Longest interval between two fed packets, seconds."""
-        self.sync()
-        return self._longest_ipi
-
-    @property
-    def ssrc_changes(self) -> int:
-        self.sync()
-        return self._ssrc_changes
-
-    @property
-    def jmax(self) -> float:
-        self.sync()
-        return self._jmax
+    # Results: each analyses what was deferred before it is read.
+    last_ssrc = _synced("_last_ssrc")
+    last_seq = _synced("_last_seq")
+    #: Longest interval between two fed packets, seconds.
+    longest_ipi = _synced("_longest_ipi")
+    ssrc_changes = _synced("_ssrc_changes")
+    jmax = _synced("_jmax")
 
     @property
     def _count(self) -> int:
@@ -433,26 +227,20 @@ class RtpAnalyzer:
     def payload_types(self) -> list[int]:
         """The payload types of the packets analysed so far, in ascending order."""
         self.sync()
-        return sorted({b1 & _PT_MASK for b1 in self._b1_seen})
-
-    def defer(self, data: bytes, arrival_s: float) -> None:
-        """``feed``, later: what the relay's fast path does inline for a plain packet."""
-        if len(data) >= RTP_HEADER_LENGTH and data[0] == _PLAIN_V2:
-            self.pending += RECORD.pack(arrival_s, *HEADER.unpack_from(data))
-        else:
-            self.feed(data, arrival_s)
+        return sorted({b1 & PT_MASK for b1 in self._b1_seen})
 
     def sync(self) -> None:
         """Analyse the deferred packets, in order (the results are those of ``feed``).
 
         The usual packet (same SSRC, next sequence number, a known clock, a new
-        timestamp) is the in-order branch of ``feed`` on local variables; any other
-        is analysed on its own (``_feed_now``) with the state written back first.
+        timestamp) is analysed here, on local variables: this is the one place the
+        in-order jitter step is written out. Any other is analysed on its own
+        (``_feed_now``) with the state written back first.
         """
         p = self.pending
         if not p:
             return
-        b1s = p[_RECORD_B1::RECORD_BYTES]
+        b1s = p[RECORD_B1::RECORD_BYTES]
         if b1s.count(b1s[0]) == len(b1s):  # the usual batch: one payload type, no marker
             self._b1_seen.add(b1s[0])
         else:
@@ -462,7 +250,7 @@ class RtpAnalyzer:
         off = 0
         for arrival, _b0, b1, seq, ts, ssrc in RECORD.iter_unpack(p):
             off += RECORD_BYTES
-            rate = _TS_RATES_FLOAT[b1 & _PT_MASK]
+            rate = _TS_RATES_FLOAT[b1 & PT_MASK]
             if ssrc != ssrc0 or seq != (mx + 1) & 0xFFFF or not rate or ts <= ts_top:
                 self._set_hot(
                     mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
@@ -472,7 +260,7 @@ class RtpAnalyzer:
                 (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
                  j, jmax, jtotal, jcount, ring, pos) = self._hot()  # fmt: skip
                 continue
-            # feed()'s in-order branch, step by step.
+            # The in-order step: sequence, arrival gap, then the jitter sample.
             ipi = arrival - last_arrival
             if ipi > longest:
                 longest = ipi
@@ -544,7 +332,7 @@ class RtpAnalyzer:
         except _StructError:
             return self._feed(data, arrival_s)
         top = self._max + 1
-        if ssrc != self._last_ssrc or b0 != _PLAIN_V2 or seq != top & 0xFFFF:
+        if ssrc != self._last_ssrc or b0 != PLAIN_V2 or seq != top & 0xFFFF:
             return self._feed(data, arrival_s)
         # The next packet of the current run: _feed() step by step, minus every
         # branch that cannot be taken.
@@ -555,39 +343,9 @@ class RtpAnalyzer:
         self._last_arrival = arrival_s
         self._last_seq = seq
         self._max = top
-        rate = _TS_RATES_FLOAT[b1 & _PT_MASK]
+        rate = TS_RATES[b1 & PT_MASK]
         if rate:
-            if ts <= self._ts_top:
-                self._jitter(ts, arrival_s, rate, False)
-                return _OK
-            rtime_ts = trunc(arrival_s * rate)  # int(), only faster
-            prev_rtime_ts = self._prev_rtime_ts
-            if prev_rtime_ts is not None:
-                drt = rtime_ts - prev_rtime_ts
-                adrt = drt if drt >= 0 else -drt
-                # 0 < dts < 2**32 here: ts is above every recent timestamp and
-                # _prev_ts is one of them. The tests of _jitter() reduce to one.
-                dts = ts - self._prev_ts
-                if dts < 0x80000000:
-                    ok = dts <= adrt << 10 or drt == 0
-                else:
-                    dts -= 0x100000000  # serial arithmetic: a step back
-                    ok = -dts <= 50 * adrt or drt == 0
-                if ok:
-                    d = drt - dts
-                    j = self._j
-                    # Float subtraction is antisymmetric: j + (|d| - j) / 16 exactly.
-                    j -= (j - (d if d >= 0 else -d)) / 16.0
-                    self._j = j
-                    if j > self._jmax:
-                        self._jmax = j
-                    self._jtotal += j
-                    self._jcount += 1
-            pos = self._ring_pos
-            self._recent_ts[pos] = ts  # type: ignore[index]
-            self._ring_pos = _RING_NEXT[pos]
-            self._ts_top = self._prev_ts = ts
-            self._prev_rtime_ts = rtime_ts
+            self._jitter(ts, arrival_s, rate, False)
         return _OK
 
     def _feed(self, data: bytes, arrival_s: float) -> RtpaUpdate:
@@ -602,14 +360,14 @@ class RtpAnalyzer:
             self.perrs += 1
             return RtpaUpdate.ERROR
         b0, b1, seq, ts, ssrc = HEADER.unpack_from(data)
-        if b0 != _PLAIN_V2:
+        if b0 != PLAIN_V2:
             try:
                 payload_bounds(data)
             except ValueError:
                 self.perrs += 1
                 return RtpaUpdate.ERROR
         self._b1_seen.add(b1)
-        rate = TS_RATES[b1 & _PT_MASK]
+        rate = TS_RATES[b1 & PT_MASK]
         self._last_seq = seq
 
         if ssrc != self._last_ssrc:
@@ -631,7 +389,7 @@ class RtpAnalyzer:
             return RtpaUpdate.SSRC_CHANGED if changed else RtpaUpdate.OK
 
         delta = _seq_delta(seq, self._max)
-        if b1 & _MARKER and delta < 0:
+        if b1 & MARKER and delta < 0:
             self._restart(seq)
             if rate:
                 self._jitter(ts, arrival_s, rate, True)

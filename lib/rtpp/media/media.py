@@ -1,4 +1,10 @@
-"""Session lifecycle: creating sessions, giving legs their ports, tearing them down."""
+"""The media plane's front: creating sessions, giving legs their ports, copies, teardown.
+
+`Media` is the media context: it owns the port allocators, the descriptor budget,
+the relay driver (drivers.py, chosen once from the configuration), recording and
+playback, and it folds a session's counters (stats.py) when the session ends. It
+raises only its own errors (errors.py).
+"""
 
 from __future__ import annotations
 
@@ -8,26 +14,25 @@ import socket
 import time
 from collections.abc import Callable
 
-from rtpp.commands.errors import CommandError, ECode
 from rtpp.config import Config, ListenAddr
-from rtpp.fdbudget import FdBudget, nofile_limit
-from rtpp.notify import Notifier
-from rtpp.players import Players
-from rtpp.ports import PortAllocator, PortsExhausted, SocketPair, bind_pair
+from rtpp.media.analyzer import RtpAnalyzer
+from rtpp.media.drivers import make_driver
+from rtpp.media.errors import BindFailed, DescriptorsExhausted, Draining, Overloaded, PortsExhausted
+from rtpp.media.fdbudget import FdBudget, nofile_limit
+from rtpp.media.notify import Notifier
+from rtpp.media.playback.attach import Players
+from rtpp.media.playback.resizer import Resizer
+from rtpp.media.ports import PortAllocator, SocketPair, bind_pair
+from rtpp.media.recording.attach import Recording
+from rtpp.media.recording.copy import RemoteCopy, StreamMirror
+from rtpp.media.relay import RelayContext
+from rtpp.media.session import Session, Stream
+from rtpp.media.table import SessionTable
+from rtpp.netutil import routed_source
 from rtpp.ratelimit import LogThrottle
-from rtpp.recording import Recording
-from rtpp.relay import MODE, RelayContext, StreamRelay, prepare_relay, sync_twins
-from rtpp.rtp import RtpAnalyzer
-from rtpp.session import Session, Stream
-from rtpp.session_table import SessionTable
-from rtpp.stats import Counters
+from rtpp.stats import RESIZER_COUNTERS, Counter, Counters, fold
 
 log = logging.getLogger(__name__)
-
-#: Analyzer counters folded into the global rtpa_* names when a stream ends.
-RTPA_FIELDS = ("nsent", "nrcvd", "ndups", "nlost", "perrs")
-#: Global names of the resizer's own counters (npkts_in, npkts_out, npkts_discard).
-RESIZER_FIELDS = ("npkts_resizer_in", "npkts_resizer_out", "npkts_resizer_discard")
 
 
 class Media:
@@ -44,7 +49,7 @@ class Media:
         self.overloaded = False
         self.fds = FdBudget(nofile_limit())
         self.ctx = RelayContext(counters, config.strict_source, config.dup_small, self.fds)
-        prepare_relay(self.ctx)
+        self.driver = make_driver(config.relay_driver, self.ctx)
         self.allocators = {
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
             for family in (socket.AF_INET, socket.AF_INET6)
@@ -59,14 +64,13 @@ class Media:
 
     def create_session(self, call_id: str, from_tag: str) -> Session:
         if self.draining:
-            raise CommandError(ECode.SLOWSHTDN)
+            raise Draining
         if self.overloaded and self.config.overload_prot:
             self.counters.incr("nsess_refused_overload")
-            raise CommandError(ECode.OVERLOAD)
+            raise Overloaded
         sess = Session(call_id, from_tag, time.monotonic(), time.time())
         sess.allow_fast = not self.config.dup_small
-        if MODE != "greenlet":
-            sess.on_route = sync_twins
+        sess.driver = self.driver
         sess.set_ttl_max(self.config.setup_ttl_s)
         for st in sess.rtp.streams:
             st.analyzer = RtpAnalyzer()
@@ -80,7 +84,7 @@ class Media:
     def allocate_leg(self, sess: Session, index: int, laddr: ListenAddr) -> None:
         """Bind an RTP/RTCP port pair for leg `index`, replacing any pair it had.
 
-        Raises PortsExhausted, or OSError (EMFILE when the descriptor reserve is reached).
+        Raises NoPorts (PortsExhausted, DescriptorsExhausted, BindFailed).
         """
         try:
             pair = self.allocate_pair(laddr.family, laddr.host)
@@ -90,30 +94,26 @@ class Media:
             raise
         self.release_leg(sess, index)
         rtp, rtcp = sess.leg(index)
-        for st, sock in ((rtp, pair.rtp), (rtcp, pair.rtcp)):
-            st.sock = sock
-            st.local = sock.getsockname()[:2]
-            st.port = st.local[1]
-            st.laddr = laddr
-            st.relay = StreamRelay(st, self.ctx)
-        sess.refresh_fast()
+        rtp.open(pair.rtp, laddr)
+        rtcp.open(pair.rtcp, laddr)
 
     def allocate_pair(self, family: int, host: str) -> SocketPair:
         """Bind a port pair within the descriptor budget (a leg's, or a `C` copy's).
 
-        Raises PortsExhausted, or OSError (EMFILE when the descriptor reserve is reached).
-        The caller gives the port back to `allocators[family]` and reports each socket
-        closed to `fds`.
+        Raises NoPorts (PortsExhausted, DescriptorsExhausted, BindFailed). The caller
+        gives the port back to `allocators[family]` and reports each socket closed to
+        `fds`.
         """
         if not self.fds.room_for(2):
             self._refuse_for_fds()
-            raise OSError(errno.EMFILE, "descriptor reserve reached")
+            raise DescriptorsExhausted
         try:
             pair = self.allocators[family].allocate(bind_pair(family, host, self.config.tos))
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 self._refuse_for_fds()
-            raise
+                raise DescriptorsExhausted from exc
+            raise BindFailed(str(exc)) from exc
         self.fds.opened(2)
         return pair
 
@@ -136,18 +136,51 @@ class Media:
             return
         self.allocators[rtp.laddr.family].release(rtp.port)
         self.fds.closed(2)
-        for st in (rtp, rtcp):
-            st.relay.close()
-            st.relay = None
-            st.sock = None
+        rtp.close()
+        rtcp.close()
 
     def complete(self, sess: Session) -> None:
         if sess.complete:
             return
-        sess.complete = True
         sess.set_ttl_max(self.config.ttl_s)
         self.counters.incr("nsess_complete")
-        sess.refresh_fast()
+        sess.mark_complete()
+
+    # Copies (C to a remote listener, `&& C` mirroring another session).
+
+    def copy_to_remote(self, sess: Session, leg: int, dest: tuple[str, int]) -> tuple[int, str]:
+        """Send a copy of what leg `leg` receives to `dest` (RTCP to port + 1) from a port
+        pair of its own; (that port, the local address). Raises NoPorts."""
+        try:
+            local = routed_source(dest[0])
+        except OSError as exc:
+            raise BindFailed(str(exc)) from exc
+        pair = self.allocate_pair(socket.AF_INET, local)  # within the descriptor budget
+        fds, allocator = self.fds, self.allocators[socket.AF_INET]
+
+        def rtp_closed() -> None:
+            allocator.release(pair.port)
+            fds.closed(1)
+
+        def rtcp_closed() -> None:
+            fds.closed(1)
+
+        rtp, rtcp = sess.leg(leg)
+        rtp.attach_copier(RemoteCopy(pair.rtp, dest, rtp_closed))
+        rtcp_copy = RemoteCopy(pair.rtcp, (dest[0], dest[1] + 1), rtcp_closed)
+        if self.config.no_rtcp_record:
+            rtcp_copy.release()
+            rtcp.detach_copier()
+        else:
+            rtcp.attach_copier(rtcp_copy)
+        return pair.port, local
+
+    @staticmethod
+    def mirror(source: Session, into: Session) -> None:
+        """Copy both directions of `source` out of `into`'s streams."""
+        for pipe, own in ((source.rtp, into.rtp), (source.rtcp, into.rtcp)):
+            for src_st, dst_st in zip(pipe.streams, own.streams, strict=True):
+                src_st.attach_copier(StreamMirror(dst_st))
 
     # Teardown.
 
@@ -155,7 +188,7 @@ class Media:
         """Close a session; reason is "delete", "timeout" or "shutdown"."""
         if sess.deleted:
             return
-        sess.deleted = True
+        sess.mark_deleted()
         self.sessions.remove(sess)
         for st in sess.streams():
             self._close_attachments(st)
@@ -191,22 +224,23 @@ class Media:
 
     def _close_attachments(self, st: Stream) -> None:
         self.players.stop(st)
-        for name in ("recorder", "copier"):
-            att = getattr(st, name)
-            if att is not None:
-                att.release()
-                setattr(st, name, None)
-        if st.resizer is not None:
-            self.drop_resizer(st)
+        st.detach_recorder()
+        st.detach_copier()
+        self.set_resize(st, 0)
 
-    def drop_resizer(self, st: Stream) -> None:
-        resizer = st.resizer
-        st.resizer = None
-        resizer.remove()
-        values = self.counters.values
-        for name in RESIZER_FIELDS:
-            values[name] += getattr(resizer, name.replace("resizer_", ""))
-        st.session.refresh_fast()
+    # The resizer (U/L `Z<ms>`).
+
+    def set_resize(self, st: Stream, ptime_ms: int) -> None:
+        """Re-packetize what `st` receives to `ptime_ms` (0: stop, folding its counters)."""
+        if ptime_ms:
+            if st.resizer is None:
+                st.attach_resizer(Resizer(ptime_ms))
+            else:
+                st.resizer.set_ptime(ptime_ms)
+        elif st.resizer is not None:
+            st.resizer.remove()  # what it still holds counts as discarded
+            fold(self.counters.values, st, RESIZER_COUNTERS)
+            st.detach_resizer()
 
     def _fold(self, sess: Session) -> None:
         values = self.counters.values
@@ -215,11 +249,7 @@ class Media:
         # The packets of its last moments, which the sweeper will not see.
         self.unswept_rcvd += sess.take_rcvd()
         for st in sess.streams():
-            values["npkts_rcvd"] += st.nrcvd
-            values["npkts_relayed"] += st.nrelayed
-            if st.analyzer is not None:
-                for name in RTPA_FIELDS:
-                    values["rtpa_" + name] += getattr(st.analyzer, name)
+            fold(values, st)
         if sess.complete:
             for pipe, prefix in ((sess.rtp, "nsess_%srtp"), (sess.rtcp, "nsess_%srtcp")):
                 active = sum(1 for st in pipe.streams if st.npkts_in > 0)
@@ -230,21 +260,14 @@ class Media:
 
     # Live figures for G and I.
 
-    def live_sum(self, name: str) -> int:
-        total = 0
-        for sess in self.sessions:
-            for st in sess.streams():
-                total += _live_value(st, name)
-        return total
+    def live_sum(self, counter: Counter) -> float:
+        """The live streams' part of a STREAM counter."""
+        of_stream = counter.of_stream
+        assert of_stream is not None
+        return sum(of_stream(st) for sess in self.sessions for st in sess.streams())
 
-
-def _live_value(st: Stream, name: str) -> int:
-    if name == "npkts_rcvd":
-        return st.nrcvd
-    if name == "npkts_relayed":
-        return st.nrelayed
-    if name in RESIZER_FIELDS:
-        return getattr(st.resizer, name.replace("resizer_", "")) if st.resizer else 0
-    if name.startswith("rtpa_"):
-        return getattr(st.analyzer, name[5:]) if st.analyzer else 0
-    return 0
+    def close(self) -> None:
+        """Shutdown: every session destroyed, every recording finished, then the driver."""
+        self.destroy_all("shutdown")
+        self.recording.close()  # every recording written, closed and moved
+        self.driver.close()

@@ -21,8 +21,9 @@ import time
 import gevent
 from greenlet import greenlet
 
-from rtpp.relay import poll_pause
-from rtpp.session import Session
+from rtpp.media.drivers import poll_pause
+from rtpp.media.session import Session
+from rtpp.spawn import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,14 @@ class Sweeper:
 
     def start(self) -> None:
         self.last_time = time.monotonic()
-        self.greenlet = gevent.spawn(self._loop)
+        self.greenlet = spawn_logged(self.sweep_loop, name="sweep_loop")
 
     def stop(self) -> None:
         if self.greenlet is not None:
             self.greenlet.kill(block=False)
             self.greenlet = None
 
-    def _loop(self) -> None:
+    def sweep_loop(self) -> None:
         deadline = time.monotonic()
         while True:
             deadline += SWEEP_INTERVAL_S

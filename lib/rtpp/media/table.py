@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from rtpp.session import Session
+from rtpp.media.session import Session
 
 
 def _suffix(tag: str) -> str | None:

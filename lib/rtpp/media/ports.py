@@ -8,13 +8,11 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rtpp.media.errors import PortsExhausted
+
 RCVBUF_BYTES = 256 * 1024
 #: bind() errors that mean "this port is taken, try the next one".
 BUSY_ERRNOS = frozenset({errno.EADDRINUSE, errno.EACCES})
-
-
-class PortsExhausted(Exception):
-    """No free pair could be bound in the range."""
 
 
 @dataclass(slots=True)

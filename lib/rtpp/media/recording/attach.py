@@ -18,8 +18,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from rtpp.config import Config
-from rtpp.netutil import routed_source
-from rtpp.record import (
+from rtpp.media.recording.record import (
     FileWriter,
     RecordCounters,
     Recorder,
@@ -28,35 +27,11 @@ from rtpp.record import (
     record_name,
     stream_suffix,
 )
-from rtpp.session import Session, Stream
+from rtpp.media.session import Session, Stream
+from rtpp.media.sink import is_live
+from rtpp.netutil import routed_source
 
 log = logging.getLogger(__name__)
-
-
-class RemoteCopy:
-    """Sends every packet of a stream, unchanged, from its own socket to a remote listener."""
-
-    def __init__(self, sock, dest: tuple, on_close: Callable[[], None] | None = None) -> None:
-        self.sock = sock
-        self.dest = dest
-        self.nsent = 0
-        self.nfailed = 0
-        self.on_close = on_close  # called once, when the socket is closed
-
-    def write(self, data, src, dst, arrival_wall_s: float) -> None:
-        try:
-            self.sock.sendto(data, self.dest)
-            self.nsent += 1
-        except OSError:
-            self.nfailed += 1
-
-    def close(self) -> None:
-        self.sock.close()
-        if self.on_close is not None:
-            self.on_close()
-            self.on_close = None
-
-    release = close
 
 
 class SwappedRtcp:
@@ -131,11 +106,6 @@ def _variant(suffix: str, number: int) -> str:
     return suffix if number == 1 else f"{number}.{suffix}"
 
 
-def _is_live(att) -> bool:
-    """False for a recorder that stopped on an error (it is kept only to be replaced)."""
-    return getattr(att, "active", True)
-
-
 #: How long shutdown waits for the writer thread to finish every recording.
 CLOSE_TIMEOUT_S = 10.0
 
@@ -207,7 +177,7 @@ class Recording:
         if not self.enabled:
             log.error("directory for saving local recordings is not configured", extra=sess.log_ctx)
             return False
-        _drop_dead(sess.leg(leg), "recorder")
+        _drop_dead(sess.leg(leg))
         if single and self.config.record_pcap:
             return self._start_single(sess, leg)
         return self._start_per_stream(sess, leg)
@@ -233,9 +203,8 @@ class Recording:
                 recorder = self._open(name, "RTCP" if is_rtcp else "RTP")
                 if recorder is None:
                     break
-                st.recorder = self._wrap(st, recorder)
+                st.attach_recorder(self._wrap(st, recorder))
                 log.info("starting recording %s on port %d", name, st.port, extra=sess.log_ctx)
-            sess.refresh_fast()
         return rtp.recorder is not None
 
     def _shared(self, sess: Session) -> Recorder | None:
@@ -262,10 +231,9 @@ class Recording:
             log.info("starting recording %s", name, extra=sess.log_ctx)
         else:
             shared.retain()
-        rtp.recorder = self._wrap(rtp, shared)
+        rtp.attach_recorder(self._wrap(rtp, shared))
         if not self.config.no_rtcp_record:
-            _replace(rtcp, "recorder", SwappedRtcp(shared.retain(), rtcp))
-        sess.refresh_fast()
+            rtcp.attach_recorder(SwappedRtcp(shared.retain(), rtcp))
         return True
 
     def stop(self, sess: Session, leg: int) -> bool:
@@ -276,13 +244,10 @@ class Recording:
         """
         stopped = False
         for st in sess.leg(leg):
-            for name in ("recorder", "copier"):
-                sink = getattr(st, name)
-                if sink is not None:
-                    sink.release()
-                    setattr(st, name, None)
-                    stopped = True
-        sess.refresh_fast()
+            if st.detach_recorder():
+                stopped = True
+            if st.detach_copier():
+                stopped = True
         return stopped
 
     def record_all(self, sess: Session) -> None:
@@ -305,10 +270,9 @@ class Recording:
         rec = self._open(fname, "RTP/RTCP")
         if rec is None:
             return False
-        _replace(rtp, "copier", self._wrap(rtp, rec))
+        rtp.attach_copier(self._wrap(rtp, rec))
         if not self.config.no_rtcp_record:
-            _replace(rtcp, "copier", SwappedRtcp(rec.retain(), rtcp))
-        sess.refresh_fast()
+            rtcp.attach_copier(SwappedRtcp(rec.retain(), rtcp))
         return True
 
     def _copy_per_stream(self, sess: Session, leg: int, name: str) -> bool:
@@ -323,9 +287,8 @@ class Recording:
             rec = self._open(fname, "RTCP" if is_rtcp else "RTP")
             if rec is None:
                 break
-            _replace(st, "copier", self._wrap(st, rec))
+            st.attach_copier(self._wrap(st, rec))
             opened = opened or not is_rtcp
-        sess.refresh_fast()
         return opened
 
 
@@ -333,17 +296,8 @@ def _numbered(name: str, number: int) -> str:
     return name if number == 1 else f"{name}.{number}"
 
 
-def _replace(st: Stream, slot: str, attachment) -> None:
-    old = getattr(st, slot)
-    if old is not None:
-        old.release()
-    setattr(st, slot, attachment)
-
-
-def _drop_dead(streams, slot: str) -> None:
+def _drop_dead(streams: tuple[Stream, Stream]) -> None:
     """Detach recorders that stopped on an error so that a new R can start afresh."""
     for st in streams:
-        att = getattr(st, slot)
-        if att is not None and not _is_live(att):
-            att.release()
-            setattr(st, slot, None)
+        if st.recorder is not None and not is_live(st.recorder):
+            st.detach_recorder()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import gevent
 from gevent.queue import Full, Queue
 
-from rtpp.control.peer import Peer
 from rtpp.netutil import ipv4_of
 from rtpp.ratelimit import LogThrottle
+from rtpp.spawn import spawn_logged
 from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,13 @@ SEND_RETRIES = 3
 
 class NotifyConfigError(ValueError):
     pass
+
+
+class Sender(Protocol):
+    """Who sent the command that named the target (the control plane's Peer)."""
+
+    @property
+    def ipv4_host(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +101,7 @@ class Target:
             )
             return
         if self.greenlet is None or self.greenlet.dead:
-            self.greenlet = gevent.spawn(self._send_loop)
+            self.greenlet = spawn_logged(self._send_loop, name="notify_send_loop")
 
     def _send_loop(self) -> None:
         while True:
@@ -191,7 +199,7 @@ class Notifier:
                 return spec
         return None
 
-    def resolve(self, spec: TargetSpec, peer: Peer) -> tuple[int, object]:
+    def resolve(self, spec: TargetSpec, peer: Sender) -> tuple[int, object]:
         """The concrete (family, address) for a session; %%CC_SELF%% uses the sender's IPv4."""
         if spec.family == socket.AF_UNIX:
             return spec.family, spec.address

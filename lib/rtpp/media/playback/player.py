@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import gevent
 from gevent.event import Event
 
-from rtpp.rtp import HEADER, RTP_VERSION
+from rtpp.media.rtp import HEADER, RTP_VERSION
+from rtpp.spawn import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class Player:
             raise RuntimeError("player already started")
         if self._stop_requested:
             return
-        self._greenlet = gevent.spawn(self._run)
+        self._greenlet = spawn_logged(self._run, name="play_loop")
 
     def stop(self) -> None:
         """Stop playback; safe to call more than once and from any greenlet."""

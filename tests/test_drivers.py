@@ -12,10 +12,9 @@ import time
 import gevent
 import pytest
 
-from rtpp import relay
 from rtpp.app import App
 from rtpp.control.peer import Peer
-from rtpp.relay import POLL_PAUSE_MAX_S, poll_pause
+from rtpp.media.drivers import POLL_PAUSE_MAX_S, poll_pause
 
 PEER = Peer("udp", ("127.0.0.1", 5060))
 
@@ -49,7 +48,7 @@ def test_the_sweeper_sets_the_pause_from_the_last_seconds_load(app):
 
 
 def test_a_poll_soon_after_the_previous_one_waits_out_the_pause(app):
-    disp = relay.dispatcher(app.media.ctx)
+    disp = app.media.driver
     app.media.ctx.poll_pause = 0.2
     started = time.monotonic()
     disp.dispatch()  # the first after an idle spell: no wait
@@ -61,7 +60,7 @@ def test_a_poll_soon_after_the_previous_one_waits_out_the_pause(app):
 
 
 def test_no_pause_without_load(app):
-    disp = relay.dispatcher(app.media.ctx)
+    disp = app.media.driver
     app.media.ctx.poll_pause = 0.0
     started = time.monotonic()
     for _ in range(5):
@@ -114,7 +113,7 @@ class Call:
 
 def test_a_paced_relay_forwards_every_packet_in_order_with_few_polls(app):
     call = Call(app)
-    disp = relay.dispatcher(app.media.ctx)
+    disp = app.media.driver
     polls = []
     real_dispatch = disp.dispatch
     disp.watcher.stop()

@@ -6,8 +6,9 @@ import logging
 
 import gevent
 
-from rtpp.player import Player, PromptSchedule
-from rtpp.session import Stream
+from rtpp.media.playback.player import Player, PromptSchedule
+from rtpp.media.session import Stream
+from rtpp.spawn import spawn_logged
 from rtpp.stats import Counters
 
 log = logging.getLogger(__name__)
@@ -26,20 +27,18 @@ class Players:
         """Play `schedule` to the party `st` faces, from `st`'s own socket."""
         self.stop(st)
         player = Player(schedule, lambda pkt: self._send(st, pkt), on_complete=self._finished(st))
-        st.player = player
+        st.set_player(player)
         self.counters.incr("nplrs_created")
-        st.session.refresh_fast()
-        gevent.spawn(self._start_when_addressed, st, player)
+        spawn_logged(self._start_when_addressed, st, player, name="start_when_addressed")
 
     def stop(self, st: Stream) -> bool:
         player = st.player
         if player is None:
             return False
-        st.player = None
+        st.set_player(None)
         player.stop()
         self.counters.incr("nplrs_destroyed")
         log.info("stopping player at port %d", st.port, extra=st.session.log_ctx)
-        st.session.refresh_fast()
         return True
 
     def _start_when_addressed(self, st: Stream, player: Player) -> None:
@@ -60,9 +59,8 @@ class Players:
         def on_complete(player: Player) -> None:
             if st.player is not player:
                 return
-            st.player = None
+            st.set_player(None)
             self.counters.incr("nplrs_destroyed")
             log.info("player at port %d has finished", st.port, extra=st.session.log_ctx)
-            st.session.refresh_fast()
 
         return on_complete

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from rtpp.rtp import RtpPacket, ts_less
+from rtpp.media.rtp import RtpPacket, ts_less
 
 PT_PCMU = 0
 PT_GSM = 3

@@ -1,0 +1,80 @@
+"""Sub-commands after `U ... &&` and `Q ... &&` (PROTOCOL.md §4.15): one row per kind.
+
+They run in order up to the first failure; nothing runs on a session a `D` destroyed.
+A sub-command's result is a SubResult (reply.py): text, None for a silent success, or
+-1 for a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rtpp.commands import legs
+from rtpp.commands.command import SubCommand, SubCopy, SubDelete, SubLookup, SubSet
+from rtpp.commands.context import Context
+from rtpp.commands.delete import delete_one
+from rtpp.commands.errors import CommandError, ECode
+from rtpp.commands.reply import SubResult
+from rtpp.media.session import Session
+
+
+def run_subs(subs: Sequence[SubCommand], sess: Session, sel: int, ctx: Context) -> list:
+    out: list[SubResult] = []
+    for sub in subs:
+        result = -1 if sess.deleted else _run(sub, sess, sel, ctx)
+        out.append(result)
+        if result == -1:
+            break
+    return out
+
+
+def _run(sub: SubCommand, sess: Session, sel: int, ctx: Context) -> SubResult:
+    try:
+        return SUBCOMMANDS[type(sub)](sub, sess, sel, ctx)
+    except CommandError:
+        return -1
+
+
+def lookup(sub: SubLookup, sess: Session, sel: int, ctx: Context) -> SubResult:
+    """`&& L`: the other leg of a U, as an L would do it."""
+    lsel = 1 - sel
+    allocate = sess.leg(lsel)[0].sock is None or sub.mods.new_port
+    legs.refresh_leg(sess, lsel, sub.mods, ctx, allocate)
+    legs.apply(sess, lsel, sub.mods, sub.remote, ctx)
+    sess.reset_ttl()
+    return legs.port_text(sess, lsel)
+
+
+def delete(sub: SubDelete, sess: Session, sel: int, ctx: Context) -> SubResult:
+    delete_one(sess, 1, sub.weak, ctx)
+    return None
+
+
+def set_leg(sub: SubSet, sess: Session, sel: int, ctx: Context) -> SubResult:
+    """`&& S[r] ttl=<n>` / `tos=<n>`: a leg's (or, without -i, both legs') timer, or TOS."""
+    index = 1 - sel if sub.reverse else sel
+    if sub.ttl is not None:
+        legs_ = (index,) if ctx.config.ttl_independent else (0, 1)
+        sess.set_ttl_max(sub.ttl, legs_)
+    if sub.tos is not None:
+        for st in sess.leg(index):
+            st.set_tos(sub.tos)
+    return None
+
+
+def copy(sub: SubCopy, sess: Session, sel: int, ctx: Context) -> SubResult:
+    """`&& C <callid> <ftag> <ttag>`: both directions of that session, out of this one."""
+    found = ctx.sessions.find_exact(sub.call_id, sub.from_tag, sub.to_tag)
+    if found is None or found[0] is sess:
+        raise CommandError(ECode.PARSE_SUBC)
+    ctx.media.mirror(found[0], sess)
+    return None
+
+
+SUBCOMMANDS: dict[type, Callable[[Any, Session, int, Context], SubResult]] = {
+    SubLookup: lookup,
+    SubDelete: delete,
+    SubSet: set_leg,
+    SubCopy: copy,
+}

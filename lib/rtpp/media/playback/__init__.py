@@ -1,0 +1,1 @@
+"""Prompt playback and the re-packetizer."""

@@ -1,0 +1,1 @@
+"""Recording: file formats and the writer thread, attaching recorders, remote copies."""
