@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
+from gevent import Greenlet
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from rtpp.observe import sessions, source
+from rtpp.spawn import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,13 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _ConnectionPool(Pool):
+    """At most MAX_CONNECTIONS served at once, each in a greenlet whose crash is logged."""
+
+    def spawn(self, func: Callable, *args: Any, **kwargs: Any) -> Greenlet:
+        return spawn_logged(func, *args, name="metrics connection", group=self)
+
+
 class _TimedHandler(WSGIHandler):
     """Per-connection I/O timeouts and a lifetime cap."""
 
@@ -77,7 +86,7 @@ class Endpoint:
         self.server = WSGIServer(
             listener,
             self.wsgi,
-            spawn=Pool(MAX_CONNECTIONS),
+            spawn=_ConnectionPool(MAX_CONNECTIONS),
             handler_class=_TimedHandler,
             log=None,
             error_log=log,
