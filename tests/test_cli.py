@@ -62,8 +62,6 @@ def test_the_relay_driver_comes_from_rtpp_relay_once_at_parse_time(monkeypatch, 
 
 
 def test_every_classic_flag_is_accepted(tmp_path):
-    dso = tmp_path / "mod.so"
-    dso.write_bytes(b"")
     conf = tmp_path / "rtpproxy.conf"
     conf.write_text("modules {}\n")
     cfg = parse_args(
@@ -76,7 +74,7 @@ def test_every_classic_flag_is_accepted(tmp_path):
             "-m", "10000", "-M", "11000", "-u", "nobody:nogroup", "-w", "432",
             "-n", "tcp:127.0.0.1:9999", "-n", "unix:/tmp/n.sock",
             "-d", "DBUG:LOG_LOCAL5", "-c", "rr", "-A", "192.0.2.1",
-            f"--dso={dso}", "--bridge_symmetric", "--nice", "5", "--overload_prot",
+            "--bridge_symmetric", "--nice", "5", "--overload_prot",
             "--config", str(conf), "--force_asymmetric", "--no_resolve", "--no_redirect",
             "--strict-source",
         ]
@@ -97,7 +95,7 @@ def test_every_classic_flag_is_accepted(tmp_path):
     assert cfg.run_user == "nobody" and cfg.run_group == "nogroup" and cfg.sock_mode == 432
     assert cfg.notify_targets == ("tcp:127.0.0.1:9999", "unix:/tmp/n.sock")
     assert (cfg.log_level, cfg.log_facility, cfg.sched_policy) == ("DBUG", "LOCAL5", "rr")
-    assert cfg.dso == (str(dso),) and cfg.config_file == str(conf) and cfg.nice == 5
+    assert cfg.config_file == str(conf) and cfg.nice == 5
     assert cfg.advertised == ("192.0.2.1",)
 
 
@@ -348,7 +346,7 @@ def test_hostnames_are_resolved_unless_no_resolve():
         (["-l", "127.0.0.1", "-l", "x@127.0.0.2/127.0.0.3"], "only the first IPv4"),
         (["-l", "127.0.0.1/"], "incomplete configuration of the bridging mode"),
         (["-l", "/127.0.0.1"], "incomplete configuration of the bridging mode"),
-        (["-l", "127.0.0.1/127.0.0.2", "-6", "x@::1"], "incomplete configuration"),
+        (["-l", "127.0.0.1/127.0.0.2", "-6", "x@::1"], "internal interface in bridging mode"),
         (["-l", "192.0.2.1/", "-6", "/::1"], "either IPv4 or IPv6"),
         (["-l", "x@127.0.0.1/127.0.0.2"], "not allowed in the bridging mode"),
         (["-l", "127.0.0.1=", "-l", "a@127.0.0.2"], "advertised address is empty"),
@@ -372,6 +370,41 @@ def test_bridge_forms():
     assert not cfg.asymmetric_default
     cfg = parse("-6", "::1", "-l", "/127.0.0.1")
     assert [(a.family, a.host) for a in cfg.bridge] == [(V6, "::1"), (V4, "127.0.0.1")]
+
+
+def test_bridge_pair_comes_first_and_labelled_addresses_may_follow():
+    cfg = parse(
+        "-l", "*", "-6", "/::", "-l", "one@127.0.0.1", "-l", "two@127.0.0.1=192.0.2.4",
+        "-6", "three@::1", "-6", "four@::1=2001:db8::4",
+    )  # fmt: skip
+    assert [(a.family, a.host) for a in cfg.bridge] == [(V4, "0.0.0.0"), (V6, "::")]
+    assert hosts(cfg) == [
+        (V4, "0.0.0.0", None, None),
+        (V6, "::", None, None),
+        (V4, "127.0.0.1", "one", None),
+        (V4, "127.0.0.1", "two", "192.0.2.4"),
+        (V6, "::1", "three", None),
+        (V6, "::1", "four", "2001:db8::4"),
+    ]
+    cfg = parse("-l", "127.0.0.1/127.0.0.2", "-l", "x@127.0.0.3", "-A", "192.0.2.1/192.0.2.2")
+    assert [a.advertised for a in cfg.listen] == ["192.0.2.1", "192.0.2.2", None]
+    assert cfg.listen[:2] == cfg.bridge
+
+
+@pytest.mark.parametrize(
+    "argv,reason",
+    [
+        (["-l", "*", "-6", "/::", "-l", "127.0.0.1"], "address label is missing"),
+        (["-l", "*", "-6", "/::", "-l", "a@127.0.0.1", "-6", "a@::1"], "duplicate label: a"),
+        (["-6", ""], "host2bindaddr(): empty address"),
+        (["-l", ""], "host2bindaddr(): empty address"),
+        (["-l", "127.0.0.1", "-l", "x@"], "host2bindaddr(): empty address"),
+    ],
+)
+def test_listen_errors_with_more_addresses(argv, reason):
+    with pytest.raises(ListenError) as info:
+        parse(*argv)
+    assert info.value.message == f"init_bindaddrs: {reason}"
 
 
 def test_bridge_advertised_addresses():

@@ -329,6 +329,10 @@ def test_record_names() -> None:
     assert record.stream_suffix(originator=False, rtcp=True) == "a.rtcp"
     assert record.copy_name("mycopy", "rtp") == "mycopy.rtp"
     assert record.copy_name("../mycopy", None) == "%2E.%2Fmycopy"
+    # A copy name may hold `=` as given (e.g. `CALLID=TAG.pcap`); a call-id may not.
+    assert record.copy_name("cid=ftag.pcap", None) == "cid=ftag.pcap"
+    assert record.copy_name("a=b", "rtp") == "a=b.rtp"
+    assert record.sanitize_component("a=b") == "a%3Db"
 
 
 def test_long_names_are_bounded_and_distinct() -> None:

@@ -46,8 +46,8 @@ Options:
   -V                  Print the software version and exit.
   -v                  Print the protocol version and capabilities and exit.
   -C                  Print the name of the clock in use and exit.
-  --dso PATH          Dynamic module to load (not supported; accepted and ignored).
-  --config PATH       Configuration file (accepted and ignored).
+  --dso PATH          Classic module to load: refused (see --acct for acct_csv).
+  --config PATH       Classic configuration file; refused if it loads modules.
   --nice N            Scheduling priority, -20..20.
   --overload_prot     Refuse new sessions (E98) while the process uses > 90 % of a core.
   --force_asymmetric  Never latch media addresses.
@@ -90,6 +90,7 @@ from rtpp.config import (
     ListenAddr,
 )
 from rtpp.control.spec import SpecError, parse_spec
+from rtpp.modules import ModuleError, check_config, check_dso
 from rtpp.netutil import ipv4_of, split_host_port
 
 USAGE = __doc__
@@ -315,9 +316,10 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
     port_min, port_max = _port_range(opts)
     user = _user(opts)
     log_level, log_facility = _log(opts)
+    _check_dsos(opts)
     listen, bridge = parse_listen(opts, no_resolve=bool(opts["--no_resolve"]))
     listen, advertised = _advertised(opts, listen, bridge)
-    if bridge is not None:
+    if bridge is not None:  # with -A applied
         bridge = (listen[0], listen[1])
     if spool_dir is not None and record_dir is None:
         raise UsageError("-S switch requires -r switch")
@@ -363,7 +365,6 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         overload_prot=bool(opts["--overload_prot"]),
         no_resolve=bool(opts["--no_resolve"]),
         no_redirect=bool(opts["--no_redirect"]),
-        dso=tuple(_existing_path(p) for p in opts["--dso"]),
         config_file=_config_file(opts),
         metrics_addr=_metrics_addr(opts),
         acct_path=_acct_path(opts),
@@ -569,11 +570,12 @@ def _acct_path(opts: dict) -> str | None:
     return path
 
 
-def _existing_path(path: str) -> str:
-    try:
-        return os.path.realpath(path, strict=True)
-    except OSError as exc:
-        raise UsageError(f"realpath: {path}: {exc.strerror}") from None
+def _check_dsos(opts: dict) -> None:
+    for path in opts["--dso"]:
+        try:
+            check_dso(path)
+        except ModuleError as exc:
+            raise UsageError(exc.message) from None
 
 
 def _config_file(opts: dict) -> str | None:
@@ -581,10 +583,9 @@ def _config_file(opts: dict) -> str | None:
     if path is None:
         return None
     try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"rtpp_cfile_process: open failed: {path}: {exc.strerror}") from None
+        check_config(path)
+    except ModuleError as exc:
+        raise UsageError(exc.message) from None
     return path
 
 
@@ -610,13 +611,18 @@ def _listen_entries(opts: dict) -> list[tuple[int, str]]:
 def parse_listen(
     opts: dict, no_resolve: bool
 ) -> tuple[tuple[ListenAddr, ...], tuple[ListenAddr, ListenAddr] | None]:
+    """-l/-6 entries -> (listen addresses, bridge pair or None).
+
+    In bridge mode the pair comes first and labelled entries may follow it; outside it
+    the first entry is the default and every further one needs a label.
+    """
     entries = _listen_entries(opts)
     if not entries:
         return (ListenAddr(socket.AF_INET, "0.0.0.0"),), None
     if len(entries) > MAX_LISTEN:
         raise ListenError("number of listening addresses exceeds BINDARG_MAX")
     split = [(fam, *_split_entry(text)) for fam, text in entries]
-    firsts = {}
+    firsts: dict[int, int] = {}
     for i, (fam, *_) in enumerate(split):
         firsts.setdefault(fam, i)
     bridging = [i for i in firsts.values() if "/" in split[i][2]]
@@ -630,10 +636,11 @@ def parse_listen(
             "either IPv4 or IPv6 should be configured for external interface in "
             "bridging mode, not both"
         )
-    if bridging:
-        bridge = _bridge(split, firsts, bridging[0], no_resolve)
-        return bridge, bridge
-    return _labeled(split, no_resolve), None
+    if not bridging:
+        return _labeled(split, no_resolve, labels_from=1), None
+    pair, used = _bridge(split, firsts, bridging[0], no_resolve)
+    rest = [entry for i, entry in enumerate(split) if i not in used]
+    return pair + _labeled(rest, no_resolve, labels_from=0), pair
 
 
 def _split_entry(text: str) -> tuple[str | None, str, str | None]:
@@ -644,38 +651,41 @@ def _split_entry(text: str) -> tuple[str | None, str, str | None]:
     return label, host, (adv if eq else None)
 
 
-def _bridge(split, firsts, index, no_resolve) -> tuple[ListenAddr, ListenAddr]:
-    incomplete = ListenError(
-        "incomplete configuration of the bridging mode - exactly 2 listen addresses required"
-    )
+def _bridge(split, firsts, index, no_resolve) -> tuple[tuple[ListenAddr, ListenAddr], set[int]]:
+    """The (internal, external) pair and the indexes of the entries it took.
+
+    The external address is the part after `/`; the internal one is the part before it,
+    or else the first entry of the other family, and never both.
+    """
     fam, label, host, adv = split[index]
-    if label is not None or adv is not None:
-        raise ListenError("labels and advertised addresses are not allowed in the bridging mode")
     first, _, second = host.partition("/")
-    if not second:
-        raise incomplete
-    if first:
-        if len(split) != 1:
-            raise incomplete
-        addr1 = ListenAddr(fam, resolve(first, fam, no_resolve))
-    else:
-        other = [i for f, i in firsts.items() if f != fam]
-        if len(split) != 2 or not other:
-            raise incomplete
-        ofam, olabel, ohost, oadv = split[other[0]]
-        if olabel is not None or oadv is not None:
-            raise ListenError(
-                "labels and advertised addresses are not allowed in the bridging mode"
-            )
-        addr1 = ListenAddr(ofam, resolve(ohost, ofam, no_resolve))
-    return addr1, ListenAddr(fam, resolve(second, fam, no_resolve))
+    internal = [(index, (fam, label, first, adv))] if first else []
+    internal += [(i, split[i]) for i in firsts.values() if i != index]
+    if len(internal) > 1:
+        raise ListenError(
+            "either IPv4 or IPv6 should be configured for internal interface in "
+            "bridging mode, not both"
+        )
+    if not internal or not second:
+        raise ListenError(
+            "incomplete configuration of the bridging mode - exactly 2 listen addresses required"
+        )
+    (used, (ifam, ilabel, ihost, iadv)) = internal[0]
+    if label is not None or adv is not None or ilabel is not None or iadv is not None:
+        raise ListenError("labels and advertised addresses are not allowed in the bridging mode")
+    pair = (
+        ListenAddr(ifam, resolve(ihost, ifam, no_resolve)),
+        ListenAddr(fam, resolve(second, fam, no_resolve)),
+    )
+    return pair, {index, used}
 
 
-def _labeled(split, no_resolve) -> tuple[ListenAddr, ...]:
+def _labeled(split, no_resolve, labels_from: int) -> tuple[ListenAddr, ...]:
+    """Entries from `labels_from` on must carry a unique label."""
     seen: set[str] = set()
     out = []
     for i, (fam, label, host, adv) in enumerate(split):
-        if i > 0 and not label:
+        if i >= labels_from and not label:
             raise ListenError("address label is missing")
         if label:
             if label in seen:
@@ -688,9 +698,11 @@ def _labeled(split, no_resolve) -> tuple[ListenAddr, ...]:
 
 
 def resolve(host: str, family: int, no_resolve: bool) -> str:
-    """Listen host text -> numeric text; `*` is the wildcard."""
-    if host in ("*", ""):
+    """Listen host text -> numeric text; `*` is the wildcard, an empty text an error."""
+    if host == "*":
         return _WILDCARD[family]
+    if not host:
+        raise ListenError("host2bindaddr(): empty address")
     flags = socket.AI_PASSIVE | (socket.AI_NUMERICHOST if no_resolve else 0)
     try:
         infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM, 0, flags)

@@ -77,7 +77,6 @@ class Config:
     overload_prot: bool = False  # --overload_prot
     no_resolve: bool = False  # --no_resolve
     no_redirect: bool = False  # --no_redirect
-    dso: tuple[str, ...] = ()  # --dso
     config_file: str | None = None  # --config
     # Observability.
     metrics_addr: tuple[str, int] | None = None  # --metrics host:port

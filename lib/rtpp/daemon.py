@@ -208,6 +208,29 @@ def unlink_socket(path: str, inode: tuple[int, int] | None = None) -> None:
         pass
 
 
+def clear_socket_path(path: str) -> str | None:
+    """Make room for a new unix socket at `path` (its server checked it is not live).
+
+    A stale socket or an empty regular file is removed, as the classic does (its test
+    harness hands it a file made by mktemp). Anything else is left alone, so binding
+    fails: a file with data in it (the classic would delete even that, `/bin/sh` as
+    root), a directory, a symbolic link, a FIFO or a device. Returns what was removed
+    ("socket", "file") or None.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    empty_file = stat.S_ISREG(st.st_mode) and st.st_size == 0
+    kind = "socket" if stat.S_ISSOCK(st.st_mode) else "file" if empty_file else None
+    if kind is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            return None
+    return kind
+
+
 def socket_inode(path: str) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)

@@ -174,10 +174,8 @@ class Daemon:
             daemon.set_scheduling(cfg.sched_policy)
         if cfg.nice is not None:
             daemon.set_nice(cfg.nice)
-        for path in cfg.dso:
-            log.warning("loadable modules are not supported, ignoring --dso %s", path)
         if cfg.config_file:
-            log.warning("configuration files are not supported, ignoring %s", cfg.config_file)
+            log.info("%s loads no modules; its other sections are ignored", cfg.config_file)
         self.app = app_class(cfg)
         self.pidfile.write()
         if cfg.run_uid is not None or cfg.run_gid is not None:

@@ -134,8 +134,8 @@ COUNTERS: tuple[Counter, ...] = (
     recording("nrec_spool_copies", "Number of recordings copied out of a spool on another FS"),
     recording("nrec_pkts_dropped", "Number of packets not recorded: the disk did not keep up"),
     # Q only: a = the RTP stream facing the tag's party, o = the other one.
-    session("ttl", "Seconds left before the session times out",
-            lambda a, o, s: max(0, min(s.ttl))),
+    session("ttl", "Seconds left before the session times out (with -i: the tag's leg)",
+            lambda a, o, s: max(0, s.ttl[a.index])),
     session("npkts_ina", "RTP packets accepted from the tag's party", lambda a, o, s: a.npkts_in),
     session("npkts_ino", "RTP packets accepted from the other party", lambda a, o, s: o.npkts_in),
     session("longest_ipi", "Longest interval between two packets from the tag's party, s",

@@ -165,6 +165,39 @@ def test_single_file_copy_with_pcap(rtpproxy):
     assert [p.name for p in rec.iterdir()] == ["onefile"]
 
 
+def test_single_file_copies_of_both_legs_share_one_file(rtpproxy):
+    rec = new_dir("cs4")
+    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
+    call = kamailio_call(proxy)
+    assert proxy.cmd(f"Cs {call.call_id} both.pcap ftag;1 ttag;1") == "0"
+    assert proxy.cmd(f"Cs {call.call_id} both.pcap ttag;1") == "E50"  # no such session
+    assert proxy.cmd(f"Cs {call.call_id} both.pcap ttag;1 ftag;1") == "0"
+    sent = caller_packets(call, 3) + callee_packets(call, 3) + caller_packets(call, 2, first=3)
+    assert call.delete() == "0"
+    wait_recorded(rec / "both.pcap", sent, parse_pcap)
+    assert [p.name for p in rec.iterdir()] == ["both.pcap"]
+
+
+def test_single_file_copy_never_replaces_a_recording_of_the_leg(rtpproxy):
+    rec = new_dir("cs2")
+    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
+    call = kamailio_call(proxy)
+    assert proxy.cmd(f"C {call.call_id} first ftag;1 ttag;1") == "0"
+    assert proxy.cmd(f"Cs {call.call_id} second ftag;1 ttag;1") == "E65"
+    assert proxy.cmd(f"Cs {call.call_id} other ttag;1 ftag;1") == "0"  # the other leg
+    assert proxy.cmd(f"Cs {call.call_id} again ttag;1 ftag;1") == "E65"
+    assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
+    sent = caller_packets(call, 4)
+    assert call.delete() == "0"
+    wait_recorded(rec / "first.rtp", sent, parse_pcap)
+    assert not (rec / "second").exists() and not (rec / "again").exists()
+    # Without -P the s modifier changes nothing, and a repeated C is accepted.
+    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(new_dir("cs3")))
+    call = kamailio_call(proxy)
+    assert proxy.cmd(f"C {call.call_id} one ftag;1 ttag;1") == "0"
+    assert proxy.cmd(f"Cs {call.call_id} two ftag;1 ttag;1") == "0"
+
+
 def test_copy_and_record_of_one_leg_coexist(rtpproxy):
     rec = new_dir("cr")
     proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-R")

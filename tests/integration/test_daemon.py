@@ -8,6 +8,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -204,17 +205,64 @@ def test_notify_host_name_is_resolved_without_no_resolve(rtpproxy):
     assert numeric.cmd("V") == "20040107"
 
 
-def test_regular_file_at_socket_path_is_not_removed():
+@pytest.mark.parametrize("spec", ["unix:{}", "{}"])
+def test_regular_file_at_socket_path_is_replaced_by_the_socket(rtpproxy, spec):
+    fd, path = tempfile.mkstemp(dir=short_tmpdir())  # as a test harness makes it
+    os.close(fd)
+    proxy = rtpproxy("-s", spec.format(path))
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    assert proxy.cmd("V") == "20040107"
+    assert proxy.stop() == 0
+    assert "removed the empty file at that path" in proxy.stderr_text()
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("kind", ["file with data", "directory", "fifo", "symlink"])
+def test_other_things_at_socket_path_are_left_alone(kind):
     d = short_tmpdir()
-    path = os.path.join(d, "not-a-socket")
-    with open(path, "w") as f:
-        f.write("keep")
+    path = os.path.join(d, "ctl")
+    if kind == "file with data":
+        with open(path, "w") as f:
+            f.write("keep")
+    elif kind == "directory":
+        os.mkdir(path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink(os.path.join(d, "elsewhere"), path)
+    before = os.lstat(path)
     low, high = next_port_range()
     result = start_raw("-f", "-F", "-s", f"unix:{path}", "-m", str(low), "-M", str(high))
     assert result.returncode == 1
-    assert "can't bind to a socket" in result.stderr
-    with open(path) as f:
-        assert f.read() == "keep"
+    assert f"can't bind to a socket: unix:{path}" in result.stderr
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["-6", ""], "init_bindaddrs: host2bindaddr(): empty address"),
+        (["--dso", ""], "rtpproxy: --dso: empty module path"),
+        (["--dso", "acct_csv"], "use --acct instead"),
+        (["--config", "{conf}"], "--config {conf}: line 1: unexpected ':'"),
+    ],
+)
+def test_bad_start_up_arguments_refuse_the_start_before_detaching(args, message):
+    d = short_tmpdir()
+    conf = os.path.join(d, "broken.conf")
+    with open(conf, "w") as f:
+        f.write("modules {:\n}\n")
+    pidfile = os.path.join(d, "pid")
+    low, high = next_port_range()
+    args = [a.format(conf=conf) for a in args]
+    result = start_raw(
+        "-F", "-s", f"unix:{os.path.join(d, 'ctl.sock')}", "-p", pidfile,
+        "-m", str(low), "-M", str(high), *args,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert message.format(conf=conf) in result.stderr.splitlines()[0]
+    assert not os.path.exists(pidfile) and not os.path.exists(os.path.join(d, "ctl.sock"))
 
 
 def test_second_instance_on_a_live_unix_socket_exits_1_and_takes_nothing_over(rtpproxy):

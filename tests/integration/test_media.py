@@ -362,3 +362,69 @@ def test_sequential_ports_with_dash_b(rtpproxy):
     proxy.cmd("D sq1 fa")
     third, _ = parse_port_reply(proxy.cmd("U sq3 127.0.0.1 4000 fa"))
     assert third == proxy.port_min + 4  # round-robin: the freed port is not reused at once
+
+
+def received_tos(client) -> int:
+    client.sock.settimeout(2)
+    _, ancdata, _, _ = client.sock.recvmsg(2048, 64)
+    return next(data[0] for level, kind, data in ancdata if kind == socket.IP_TOS)
+
+
+class TosCall:
+    """A call whose U and L carry sub-commands; both parties read the TOS they get."""
+
+    def __init__(self, proxy, call_id: str, u_subs: str = "", l_subs: str = "") -> None:
+        self.proxy, self.call_id = proxy, call_id
+        self.a, self.b = UdpClient(), UdpClient()
+        for party in (self.a, self.b):
+            party.sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+        self.u_reply = proxy.cmd(f"U {call_id} 127.0.0.1 {self.a.port} ft{u_subs}")
+        self.l_reply = proxy.cmd(f"L {call_id} 127.0.0.1 {self.b.port} ft tt{l_subs}")
+        self.port_a = int(self.u_reply.split()[0])
+        self.port_b = int(self.l_reply.split()[0])
+
+    def tos_seen(self, seq: int) -> tuple[int, int]:
+        """(TOS the caller receives, TOS the callee receives)."""
+        self.b.send(rtp(seq, seq * 160, 7, b"b" * 40), ("127.0.0.1", self.port_a))
+        to_a = received_tos(self.a)
+        self.a.send(rtp(seq, seq * 160, 8, b"a" * 40), ("127.0.0.1", self.port_b))
+        return to_a, received_tos(self.b)
+
+
+def test_s_tos_acts_on_the_leg_facing_the_commands_party(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1")
+    # Set before the caller's leg has its ports: applied when the L binds them.
+    assert TosCall(proxy, "t1", " && S tos=42").tos_seen(1) == (42, 0xB8)
+    assert TosCall(proxy, "t2", " && Sr tos=42").tos_seen(1) == (0xB8, 42)
+    call = TosCall(proxy, "t3", " && S tos=42", " && Sr tos=43")
+    assert call.tos_seen(1) == (43, 0xB8)
+    call = TosCall(proxy, "t4", " && S tos=42", " && S tos=43")
+    assert call.tos_seen(1) == (42, 43)
+    # On a latched call (the fast path sends through connected twins) and from Q,
+    # whose forward leg faces the from-tag party.
+    for seq in range(2, 5):
+        call.tos_seen(seq)
+    assert proxy.cmd("Q t4 ft tt && S tos=50").split()[1:] == ["4", "4", "8", "0"]
+    assert proxy.cmd("Q t4 tt ft && S tos=51").split()[1:] == ["4", "4", "8", "0"]
+    assert call.tos_seen(5) == (50, 51)
+
+
+def test_s_after_an_l_subcommand_sees_the_legs_the_other_way_round(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1")
+    call = TosCall.__new__(TosCall)
+    call.a, call.b = UdpClient(), UdpClient()
+    for party in (call.a, call.b):
+        party.sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    reply = proxy.cmd(
+        f"U t5 127.0.0.1 {call.a.port} ft tt && L 127.0.0.1 {call.b.port} && S tos=44"
+    )
+    main, sub = reply.split(" && ")
+    call.port_a, call.port_b = int(main.split()[0]), int(sub.split()[0])
+    assert call.tos_seen(1) == (0xB8, 44)
+
+
+def test_s_tos_on_an_ipv6_leg_fails(rtpproxy):
+    proxy = rtpproxy("-l", "127.0.0.1", "-6", "v6@::1")
+    reply = proxy.cmd("U6 t6 ::1 4000 ft && S tos=42")
+    assert reply.endswith(" && -1") and reply.split()[1:3] == ["::1", "6"]
+    assert proxy.cmd("U t7 127.0.0.1 4000 ft && Sr tos=42").split()[1:] == ["127.0.0.1"]

@@ -151,3 +151,48 @@ def test_ttl_subcommand_shortens_the_timeout(rtpproxy):
     proxy = rtpproxy("-T", "60")
     assert proxy.cmd("U s1 127.0.0.1 4000 fa && S ttl=1").split()[0].isdigit()
     wait_gone(proxy, "Q s1 fa", 5)
+
+
+def ttl_of(proxy, call: str) -> int:
+    """The session's remaining TTL, or one less should the 1 Hz sweep fall in between."""
+    reply = proxy.cmd(f"Qv {call} fa tb ttl")
+    assert reply.startswith("ttl="), reply
+    return int(reply[4:])
+
+
+def near(value: int) -> range:
+    return range(value - 1, value + 1)
+
+
+def test_ttl_set_during_setup_survives_the_answer(rtpproxy):
+    proxy = rtpproxy("-T", "60")
+    assert proxy.cmd("U k1 127.0.0.1 4000 fa tb && S ttl=2").split()[0].isdigit()
+    assert proxy.cmd("L k1 127.0.0.1 4002 fa tb").isdigit()  # completes the session
+    assert ttl_of(proxy, "k1") <= 2
+    assert proxy.cmd("L k1 127.0.0.1 4002 fa tb").isdigit()  # restarts the timer ...
+    assert ttl_of(proxy, "k1") in near(2)  # ... on the session's own TTL, not -T
+    assert wait_gone(proxy, "Q k1 fa tb", 5) < 4
+
+
+def test_ttl_set_with_the_answer_is_kept_by_later_lookups(rtpproxy):
+    proxy = rtpproxy("-T", "60")
+    assert proxy.cmd("U k2 127.0.0.1 4000 fa tb").isdigit()
+    assert proxy.cmd("L k2 127.0.0.1 4002 fa tb && S ttl=4").split()[0].isdigit()
+    assert proxy.cmd("U k3 127.0.0.1 4000 fa tb && S ttl=1").split()[0].isdigit()
+    assert proxy.cmd("L k3 127.0.0.1 4002 fa tb && S ttl=8").split()[0].isdigit()
+    for _ in range(2):
+        assert proxy.cmd("L k2 127.0.0.1 4002 fa tb").isdigit()
+        assert proxy.cmd("U k3 127.0.0.1 4000 fa tb").isdigit()
+        assert ttl_of(proxy, "k2") in near(4) and ttl_of(proxy, "k3") in near(8)
+    proxy.cmd("U k4 127.0.0.1 4000 fa tb")
+    proxy.cmd("L k4 127.0.0.1 4002 fa tb")
+    assert ttl_of(proxy, "k4") in near(60)  # no S: the -T default
+
+
+def test_independent_timers_q_reports_the_queried_legs_own(rtpproxy):
+    proxy = rtpproxy("-T", "60", "-i")
+    assert proxy.cmd("U k5 127.0.0.1 4000 fa tb && S ttl=5").split()[0].isdigit()
+    assert proxy.cmd("L k5 127.0.0.1 4002 fa tb").isdigit()
+    assert ttl_of(proxy, "k5") in near(5)  # the caller's leg, which S acted on
+    reply = proxy.cmd("Qv k5 tb fa ttl")
+    assert reply in ("ttl=60", "ttl=59")

@@ -30,4 +30,6 @@ def handle(cmd: Query, ctx: Context) -> Reply:
         parts.append(f"{name}={text}" if verbose else text)
     overhead = ctx.peer.overhead
     body = require_fit(" ".join(parts), ECode.RTOOBIG_2, overhead)
-    return compose_subreplies(body, run_subs(cmd.subcommands, sess, leg, ctx), overhead)
+    # Sub-commands act forward on the leg facing the from-tag party ("a").
+    subs = run_subs(cmd.subcommands, sess, 1 - leg, ctx)
+    return compose_subreplies(body, subs, overhead)

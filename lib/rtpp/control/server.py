@@ -27,7 +27,13 @@ from gevent.pool import Group
 from rtpp.control.peer import Peer, cookie_overhead
 from rtpp.control.rcache import ReplyCache
 from rtpp.control.spec import ControlSpec
-from rtpp.daemon import chown_socket, socket_in_use, socket_inode, unlink_socket
+from rtpp.daemon import (
+    chown_socket,
+    clear_socket_path,
+    socket_in_use,
+    socket_inode,
+    unlink_socket,
+)
 from rtpp.ratelimit import LogThrottle
 from rtpp.sdnotify import listen_fds
 from rtpp.spawn import spawn_logged
@@ -296,7 +302,8 @@ class StreamListener(Listener):
             raise BindError(self.spec, "socket name is too long")
         if socket_in_use(path):
             raise BindError(self.spec, "Address already in use (a running process serves it)")
-        unlink_socket(path)
+        if clear_socket_path(path) == "file":
+            log.warning("control socket %s: removed the empty file at that path", path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)

@@ -87,7 +87,7 @@ class Media:
         Raises NoPorts (PortsExhausted, DescriptorsExhausted, BindFailed).
         """
         try:
-            pair = self.allocate_pair(laddr.family, laddr.host)
+            pair = self.allocate_pair(laddr.family, laddr.host, sess.leg(index)[0].tos)
         except PortsExhausted:
             self.counters.incr("nsess_refused_ports")
             log.error("can't allocate a port pair: range exhausted", extra=sess.log_ctx)
@@ -97,7 +97,7 @@ class Media:
         rtp.open(pair.rtp, laddr)
         rtcp.open(pair.rtcp, laddr)
 
-    def allocate_pair(self, family: int, host: str) -> SocketPair:
+    def allocate_pair(self, family: int, host: str, tos: int | None = None) -> SocketPair:
         """Bind a port pair within the descriptor budget (a leg's, or a `C` copy's).
 
         Raises NoPorts (PortsExhausted, DescriptorsExhausted, BindFailed). The caller
@@ -108,7 +108,8 @@ class Media:
             self._refuse_for_fds()
             raise DescriptorsExhausted
         try:
-            pair = self.allocators[family].allocate(bind_pair(family, host, self.config.tos))
+            tos = self.config.tos if tos is None else tos
+            pair = self.allocators[family].allocate(bind_pair(family, host, tos))
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 self._refuse_for_fds()
@@ -142,7 +143,7 @@ class Media:
     def complete(self, sess: Session) -> None:
         if sess.complete:
             return
-        sess.set_ttl_max(self.config.ttl_s)
+        sess.start_call_ttl(self.config.ttl_s)
         self.counters.incr("nsess_complete")
         sess.mark_complete()
 

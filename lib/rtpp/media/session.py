@@ -89,6 +89,7 @@ class Stream:
     codecs: str | None = None
     ptime_ms: int = 0
     weak: bool = False
+    tos: int | None = None  # `S tos=N` (None: -t), also for ports the leg gets later
 
     @property
     def has_ports(self) -> bool:
@@ -155,9 +156,12 @@ class Stream:
         self.session._reroute()
 
     def set_tos(self, tos: int) -> None:
-        if self.sock is not None and self.laddr is not None:
-            if self.laddr.family == socket.AF_INET:
-                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        """IP TOS of this stream's sockets (the connected twin too), kept for a socket
+        it gets later. The caller checks the stream is IPv4."""
+        self.tos = tos
+        for sock in (self.sock, self.twin):
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
     # Latching, packet side (the controller side is Session.update_leg).
 
@@ -239,6 +243,8 @@ class Session:
     # Inactivity timers per leg; in unified mode both move together.
     ttl: list[int] = field(default_factory=lambda: [0, 0])
     ttl_max: list[int] = field(default_factory=lambda: [0, 0])
+    # A leg's timeout once the call is set up, from `S ttl=N` (None: the -T default).
+    ttl_set: list[int | None] = field(default_factory=lambda: [None, None])
     notify_target: Any = None
     notify_tag: bytes | None = None
     deleted: bool = False
@@ -292,6 +298,18 @@ class Session:
         for i in legs:
             self.ttl_max[i] = value
             self.ttl[i] = value
+
+    def set_leg_ttl(self, value: int, legs: tuple[int, ...]) -> None:
+        """`S ttl=N`: the legs' timeout from now on, setup phase or not."""
+        for i in legs:
+            self.ttl_set[i] = value
+        self.set_ttl_max(value, legs)
+
+    def start_call_ttl(self, default_s: int) -> None:
+        """Setup is over: each leg's timer restarts on its `S ttl=` value or `default_s`."""
+        for i in (0, 1):
+            value = self.ttl_set[i]
+            self.set_ttl_max(default_s if value is None else value, (i,))
 
     # State changes that move routes.
 

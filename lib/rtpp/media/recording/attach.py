@@ -266,10 +266,18 @@ class Recording:
 
     def _copy_single(self, sess: Session, leg: int, name: str) -> bool:
         rtp, rtcp = sess.leg(leg)
-        (fname,) = self._fresh_names(lambda n: [copy_name(_numbered(name, n), None)])
-        rec = self._open(fname, "RTP/RTCP")
-        if rec is None:
+        _drop_dead((rtp, rtcp), copies=True)
+        if rtp.recorder is not None or rtp.copier is not None:
+            # As the classic: one single-file recording per leg, never over another.
             return False
+        rec = _single_copy(sess.rtp.streams[1 - leg].copier)
+        if rec is not None:  # the other leg's single file takes this leg too
+            rec.retain()
+        else:
+            (fname,) = self._fresh_names(lambda n: [copy_name(_numbered(name, n), None)])
+            rec = self._open(fname, "RTP/RTCP")
+            if rec is None:
+                return False
         rtp.attach_copier(self._wrap(rtp, rec))
         if not self.config.no_rtcp_record:
             rtcp.attach_copier(SwappedRtcp(rec.retain(), rtcp))
@@ -292,12 +300,23 @@ class Recording:
         return opened
 
 
+def _single_copy(copier) -> Recorder | None:
+    """The live single-file recorder behind a leg's `Cs` copy, if that is what it has."""
+    rec = copier.recorder if isinstance(copier, RoutedLocal) else copier
+    if isinstance(rec, Recorder) and rec.active and rec.label == "RTP/RTCP":
+        return rec
+    return None
+
+
 def _numbered(name: str, number: int) -> str:
     return name if number == 1 else f"{name}.{number}"
 
 
-def _drop_dead(streams: tuple[Stream, Stream]) -> None:
-    """Detach recorders that stopped on an error so that a new R can start afresh."""
+def _drop_dead(streams: tuple[Stream, Stream], copies: bool = False) -> None:
+    """Detach recorders (and with `copies`, copies) that stopped on an error so that a
+    new R (or Cs) can start afresh."""
     for st in streams:
         if st.recorder is not None and not is_live(st.recorder):
             st.detach_recorder()
+        if copies and st.copier is not None and not is_live(st.copier):
+            st.detach_copier()

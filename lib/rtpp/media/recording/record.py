@@ -91,6 +91,9 @@ COUNTERS = RecordCounters()
 # --- naming ---------------------------------------------------------------
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.@+,:~!")
+#: A `C` target is one name the controller chose whole: `=` needs no escape there
+#: (recording names use it between the call-id and the tag).
+_COPY_SAFE = _SAFE | frozenset("=")
 _HASHED_MARK = "%%"  # never produced by escaping: '%' is always followed by a hex digit or 'u'
 
 
@@ -103,14 +106,16 @@ def _escape_char(ch: str) -> str:
     return f"%u{code:06X}"
 
 
-def _escape(name: str) -> str:
-    out = [ch if ch in _SAFE else _escape_char(ch) for ch in name]
+def _escape(name: str, safe: frozenset[str] = _SAFE) -> str:
+    out = [ch if ch in safe else _escape_char(ch) for ch in name]
     if out and out[0] == ".":
         out[0] = "%2E"
     return "".join(out)
 
 
-def sanitize_component(name: str, max_len: int = COMPONENT_MAX) -> str:
+def sanitize_component(
+    name: str, max_len: int = COMPONENT_MAX, safe: frozenset[str] = _SAFE
+) -> str:
     """Make ``name`` safe as one file-name component, keeping distinct names distinct.
 
     ``name`` holds the original bytes as latin-1 characters (as the command parser
@@ -123,7 +128,7 @@ def sanitize_component(name: str, max_len: int = COMPONENT_MAX) -> str:
         raise ValueError("max_len too small for a hashed name")
     if not name:
         return _HASHED_MARK
-    escaped = _escape(name)
+    escaped = _escape(name, safe)
     if len(escaped) <= max_len:
         return escaped
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -160,8 +165,8 @@ def stream_suffix(originator: bool, rtcp: bool) -> str:
 def copy_name(name: str, suffix: str | None) -> str:
     """Local copy ``C callid NAME``: ``NAME.rtp``/``NAME.rtcp``, or ``NAME`` in single-file mode."""
     if suffix is None:
-        return sanitize_component(name, NAME_MAX)
-    return f"{sanitize_component(name, NAME_MAX - len(suffix) - 1)}.{suffix}"
+        return sanitize_component(name, NAME_MAX, _COPY_SAFE)
+    return f"{sanitize_component(name, NAME_MAX - len(suffix) - 1, _COPY_SAFE)}.{suffix}"
 
 
 # --- record formats -------------------------------------------------------
