@@ -15,9 +15,18 @@ up to --retries times,
 to rule out a transient disturbance); the largest N that held is reported,
 with the CPU cost per relayed packet and the latency at --fixed-n.
 
-Targets: ``rtpproxy`` (this project's daemon), ``rtpengine`` (Debian's
-rtpengine-daemon, user space), ``bare`` (bench/bare_relay.py).  Select with
+Targets: ``rtpproxy`` (this project's daemon), ``rtpproxy-kernel`` (the same with
+--kernel-offload: the kernel forwards the media), ``rtpengine`` (Debian's
+rtpengine-daemon, user space), ``bare`` (bench/bare_relay.py), ``direct`` (no relay:
+bench/direct_ctl.py points every call's media straight from caller to callee; the
+floor of the whole-machine CPU comparison, measured at --cpu-n only).  Select with
 --targets or the RTPP_BENCH_TARGETS environment variable (comma separated).
+
+On loopback the kernel charges a packet's forwarding to the process that sent it
+(here the generator), so a relay's own CPU says nothing about the kernel mode: the
+driver also reads the busy time of the whole machine (/proc/stat, all cores) over the
+window, and compares targets by that figure per relayed packet minus the same figure
+for ``direct``.
 """
 
 from __future__ import annotations
@@ -43,7 +52,14 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ("rtpproxy", "rtpengine", "bare")
+ALL_TARGETS = ("rtpproxy", "rtpproxy-kernel", "rtpengine", "bare", "direct")
+#: Targets measured only at the CPU comparison point (not on the capacity ladder).
+CPU_ONLY = ("direct",)
+KERNEL_TABLE_PREFIX = "rtpproxy_"
+#: The kernel mode binds a call when both parties have sent (a few ms of CPU each,
+#: mostly conntrack requests): its warm-up is this much longer per call, so that every
+#: call is bound before the window opens.
+KERNEL_BIND_S = 0.004
 DEFAULT_LADDER = (100, 200, 400, 800, 1200, 1600, 2000, 2400, 3200, 4000, 4800, 6400)
 GEN_BUSY_LIMIT = 0.90
 NOISE_LIMIT = 0.10
@@ -113,6 +129,28 @@ def core_ticks(cpu: str) -> tuple[int, int] | None:
     return None
 
 
+def machine_ticks() -> int:
+    """Busy ticks of all CPUs together (everything but idle and iowait), /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu "):
+                v = [int(x) for x in line.split()[1:9]]
+                user, nice, system, _idle, _iowait, irq, softirq, steal = v
+                return user + nice + system + irq + softirq + steal
+    return 0
+
+
+def kernel_tables(low: int) -> list[list[str]]:
+    """[family, name] of the nftables tables of a --kernel-offload daemon with media
+    ports from `low`."""
+    try:
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    tables = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("table")]
+    return [t for t in tables if t[-1].startswith(f"{KERNEL_TABLE_PREFIX}{low}_")]
+
+
 def port_range(n_calls: int) -> tuple[int, int]:
     """Media ports for the target: 4 per call (RTP+RTCP per leg) with head-room."""
     lo = 10000
@@ -127,10 +165,14 @@ class Target:
 
     def command(self, ctl_port: int, n_calls: int) -> list[str]:
         lo, hi = port_range(n_calls)
-        if self.name == "rtpproxy":
+        if self.name in ("rtpproxy", "rtpproxy-kernel"):
             cmd = [self.python, str(ROOT / "rtpproxy.py"), "-f", "-F"]
             cmd += ["-s", f"udp:127.0.0.1:{ctl_port}", "-l", "127.0.0.1"]
             cmd += ["-m", str(lo), "-M", str(hi), "-T", "60", "-d", "ERR"]
+            if self.name == "rtpproxy-kernel":
+                cmd.append("--kernel-offload")
+        elif self.name == "direct":
+            cmd = [self.python, str(BENCH / "direct_ctl.py"), "--ctl", f"127.0.0.1:{ctl_port}"]
         elif self.name == "rtpengine":
             cmd = ["rtpengine", "--config-file=none", "--table=-1", "--delete-delay=0"]
             cmd += ["--num-threads=1", "--foreground", f"--listen-udp=127.0.0.1:{ctl_port}"]
@@ -146,8 +188,10 @@ class Target:
     def unavailable(self) -> str | None:
         if self.name == "rtpengine" and not shutil.which("rtpengine"):
             return "rtpengine not installed (apt-get install rtpengine-daemon)"
-        if self.name == "rtpproxy" and not (ROOT / "rtpproxy.py").exists():
+        if self.name.startswith("rtpproxy") and not (ROOT / "rtpproxy.py").exists():
             return "rtpproxy.py not found"
+        if self.name == "rtpproxy-kernel" and (os.geteuid() != 0 or not shutil.which("nft")):
+            return "--kernel-offload needs root (CAP_NET_ADMIN) and nftables"
         return None
 
 
@@ -155,6 +199,8 @@ class Running:
     """A started target: process, control port, stderr log."""
 
     def __init__(self, target: Target, n_calls: int, log_path: Path) -> None:
+        self.target = target.name
+        self.low = port_range(n_calls)[0]
         self.ctl_port = free_udp_port()
         self.cmd = target.command(self.ctl_port, n_calls)
         self.log_path = log_path
@@ -184,8 +230,14 @@ class Running:
                 except OSError:
                     continue
                 if reply.split()[1:2] == [b"20040107"]:
-                    return None
+                    return self.kernel_check()
         return f"no reply to V within {timeout:.0f} s: {self.log_tail()}"
+
+    def kernel_check(self) -> str | None:
+        """For rtpproxy-kernel: None once the daemon's nftables table exists."""
+        if self.target != "rtpproxy-kernel" or kernel_tables(self.low):
+            return None
+        return f"kernel offload not active (no nftables table): {self.log_tail()}"
 
     def log_tail(self, n: int = 300) -> str:
         self.log.flush()
@@ -204,6 +256,9 @@ class Running:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if self.target == "rtpproxy-kernel":
+            for family, name in kernel_tables(self.low):  # left by a daemon that was killed
+                subprocess.run(["nft", "delete", "table", family, name], check=False)
 
 
 @dataclass
@@ -224,6 +279,7 @@ class Point:
     gen_core_other: float = 0.0
     gen_core_busy_s: float = 0.0
     relay_drops: int | None = None
+    machine_cpu_s: float = 0.0  # busy time of all cores over the window
 
     @property
     def pps(self) -> float:
@@ -234,6 +290,22 @@ class Point:
     def cpu_us_per_pkt(self) -> float | None:
         pkts = self.result.get("rx_window_arrivals", 0)
         return self.relay_cpu_s / pkts * 1e6 if pkts else None
+
+    @property
+    def machine_us_per_pkt(self) -> float | None:
+        """Whole-machine CPU (all cores, the generator and the kernel included) per
+        packet delivered in the window."""
+        pkts = self.result.get("rx_window_arrivals", 0)
+        if not pkts or not self.machine_cpu_s or not self.machine_consistent:
+            return None
+        return self.machine_cpu_s / pkts * 1e6
+
+    @property
+    def machine_consistent(self) -> bool:
+        """The whole machine was at least as busy as the target and the generator (two
+        ticks of slack); a run where it was not is left out of the machine figures."""
+        own = self.relay_cpu_s + float(self.result.get("gen_cpu_s", 0.0))
+        return self.machine_cpu_s + 2 / CLK_TCK >= own
 
     @property
     def relay_busy(self) -> float:
@@ -259,6 +331,8 @@ class Point:
             )
         if self.attempt > 1:
             f.append(f"try{self.attempt}")
+        if self.result and self.machine_cpu_s and not self.machine_consistent:
+            f.append("machine-stat-short")
         late = self.result.get("max_late_us", 0) if self.result else 0
         if late > 5000:
             f.append(f"gen-stall={late / 1000:.0f}ms")
@@ -282,12 +356,13 @@ class Bench:
         el = time.monotonic() - self.t_start
         print(f"[{el:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    def loadgen_argv(self, ctl_port: int, n: int) -> list[str]:
+    def loadgen_argv(self, ctl_port: int, n: int, target: str = "") -> list[str]:
         a = self.args
         return pin(
             a.gen_cpu,
             [
                 self.loadgen,
+                *(["--direct"] if target == "direct" else []),
                 "--ctl",
                 f"127.0.0.1:{ctl_port}",
                 "--calls",
@@ -295,7 +370,7 @@ class Bench:
                 "--duration",
                 str(a.duration),
                 "--warmup",
-                str(a.warmup),
+                str(a.warmup + (n * KERNEL_BIND_S if target == "rtpproxy-kernel" else 0.0)),
                 "--drain",
                 str(a.drain),
                 "--socks",
@@ -317,7 +392,7 @@ class Bench:
             if why:
                 pt.reason = f"target not ready: {why}"
                 return pt
-            argv = self.loadgen_argv(run.ctl_port, n)
+            argv = self.loadgen_argv(run.ctl_port, n, target.name)
             if not self.loadgen_cmd:
                 self.loadgen_cmd = shlex.join(argv)
             self._drive(run, argv, pt)
@@ -365,10 +440,12 @@ class Bench:
                     continue
                 if line.startswith("MEASURE_START"):
                     drops0 = socket_drops(run.proc.pid)
+                    machine0 = machine_ticks()
                     cpu0, t0 = self._sample(run)
                     cores0 = core_ticks(a.relay_cpu), core_ticks(a.gen_cpu)
                 elif line.startswith("MEASURE_END"):
                     cpu1, t1 = self._sample(run)
+                    pt.machine_cpu_s = (machine_ticks() - machine0) / CLK_TCK
                     cores1 = core_ticks(a.relay_cpu), core_ticks(a.gen_cpu)
                     drops1 = socket_drops(run.proc.pid)
                     if drops0 is not None and drops1 is not None:
@@ -434,6 +511,7 @@ class Bench:
             f"p99={r['lat_p99_us']:.0f}us max={r['lat_max_us']:.0f}us "
             f"relay={pt.relay_busy * 100:.0f}% si={pt.relay_core_softirq * 100:.0f}% "
             f"cpu/pkt={'-' if cpp is None else f'{cpp:.2f}us'} "
+            f"machine/pkt={fmt_us(pt.machine_us_per_pkt, 2)}us "
             f"gen={pt.gen_busy * 100:.0f}% {pt.flags} {pt.reason}"
         )
 
@@ -467,7 +545,7 @@ class Bench:
         stopped: set[str] = set()
         for n in self.args.ladder:
             for t in alive:
-                if t.name in stopped:
+                if t.name in stopped or t.name in CPU_ONLY:
                     continue
                 if time.monotonic() - self.t_start > self.args.max_minutes * 60:
                     self.log(f"time budget of {self.args.max_minutes} min used: stop raising N")
@@ -482,7 +560,10 @@ class Bench:
                             self.unavailable[t.name] = pt.reason
         # The latency and CPU comparison points are measured for every target that runs.
         for t in alive:
-            for n in (self.args.fixed_n, self.args.cpu_n):
+            points = (
+                (self.args.cpu_n,) if t.name in CPU_ONLY else (self.args.fixed_n, self.args.cpu_n)
+            )
+            for n in points:
                 if n not in measured[t.name] and t.name not in self.unavailable:
                     self.measure(t, n)
                     measured[t.name].add(n)
@@ -501,6 +582,54 @@ class Bench:
         first = self.at(name, self.args.cpu_n)
         runs = ([first] if first else []) + [p for p in self.cpu_rounds if p.target == name]
         return [p.cpu_us_per_pkt for p in runs if p.ok and p.cpu_us_per_pkt]
+
+    def machine_samples(self, name: str) -> list[float]:
+        """Whole-machine CPU us/pkt of every held run of `name` at the comparison point."""
+        first = self.at(name, self.args.cpu_n)
+        runs = ([first] if first else []) + [p for p in self.cpu_rounds if p.target == name]
+        return [p.machine_us_per_pkt for p in runs if p.ok and p.machine_us_per_pkt]
+
+    def machine_median(self, name: str) -> float | None:
+        samples = sorted(self.machine_samples(name))
+        return statistics.median(samples) if samples else None
+
+    def machine_section(self, targets: list[str]) -> list[str]:
+        """Whole-machine CPU per relayed packet at --cpu-n, above the floor (direct)."""
+        a = self.args
+        floor = self.machine_median("direct")
+        if floor is None:
+            return []
+        engine = self.machine_median("rtpengine")
+        engine_above = engine - floor if engine is not None else None
+        lines = [
+            "",
+            f"## Whole-machine CPU per relayed packet at N={a.cpu_n}",
+            "",
+            "Busy time of all cores (/proc/stat: user, nice, system, irq, softirq, steal) "
+            "over the window, per packet delivered to the generator; median of the rounds. "
+            "The floor is `direct`: the same generator with no relay, each call's media "
+            "sent straight from caller to callee. On loopback the kernel charges forwarding "
+            "to the sending process, so for the kernel mode only this figure counts.",
+            "",
+            "| target | machine us/pkt | above the floor | / rtpengine's above the floor "
+            "| generator-limited runs | every round |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in targets:
+            med = self.machine_median(name)
+            if med is None:
+                continue
+            above = med - floor
+            ratio = f"{above / engine_above:.2f}" if engine_above else "-"
+            runs = [p for p in self.runs if p.target == name and p.calls == a.cpu_n]
+            limited = sum(1 for p in runs if p.gen_busy > GEN_BUSY_LIMIT)
+            rounds = ", ".join(f"{v:.2f}" for v in self.machine_samples(name))
+            lines.append(
+                f"| {name} | {med:.2f} | {'-' if name == 'direct' else f'{above:.2f}'} "
+                f"| {'-' if name in ('direct', 'rtpengine') else ratio} "
+                f"| {limited} of {len(runs)} | {rounds} |"
+            )
+        return lines
 
     def cpu_median(self, name: str) -> float | None:
         samples = sorted(self.cpu_samples(name))
@@ -552,6 +681,8 @@ class Bench:
             if name in self.unavailable:
                 lines.append(f"| {name} | not measured: {self.unavailable[name]} |||||||||")
                 continue
+            if name in CPU_ONLY:
+                continue
             b = self.best(name)
             f = self.at(name, a.fixed_n)
             lines.append(
@@ -573,7 +704,12 @@ class Bench:
                 + " |"
             )
         lines += ["", "## Ratios", ""]
-        pairs = [("rtpproxy", "rtpengine"), ("rtpproxy", "bare"), ("bare", "rtpengine")]
+        pairs = [
+            ("rtpproxy", "rtpengine"),
+            ("rtpproxy", "bare"),
+            ("bare", "rtpengine"),
+            ("rtpproxy-kernel", "rtpengine"),
+        ]
         rows = []
         for x, y in pairs:
             if x in targets and y in targets:
@@ -593,6 +729,7 @@ class Bench:
         ]
         if rounds:
             lines += ["", f"CPU us/pkt at N={a.cpu_n}, every round: " + "; ".join(rounds) + "."]
+        lines += self.machine_section(targets)
         lines += [
             "",
             "## All points",
@@ -831,6 +968,8 @@ def main(argv: list[str] | None = None) -> int:
                     "relay_core_other": p.relay_core_other,
                     "gen_core_other": p.gen_core_other,
                     "relay_drops": p.relay_drops,
+                    "machine_cpu_s": p.machine_cpu_s,
+                    "machine_us_per_pkt": p.machine_us_per_pkt,
                     "verdict": p in bench.points,
                     "result": p.result,
                 }

@@ -92,6 +92,7 @@ static struct {
 	int teardown;
 	int calibrate;
 	int timeline;
+	int direct; /* replies may name the requester's own endpoint (the floor) */
 	char prefix[64];
 } opt;
 
@@ -238,7 +239,8 @@ static int handle_reply(int c, const char *body)
 		/* A reply that echoes our own endpoint means the relay is bypassed. */
 		struct sockaddr_in *own =
 			k->stage == ST_U ? &caller_sa[c % opt.socks] : &callee_sa[c % opt.socks];
-		if (sa.sin_port == own->sin_port && sa.sin_addr.s_addr == own->sin_addr.s_addr) {
+		if (!opt.direct && sa.sin_port == own->sin_port &&
+		    sa.sin_addr.s_addr == own->sin_addr.s_addr) {
 			ctl_errors++;
 			k->failed = 1;
 			snprintf(error_msg, sizeof(error_msg),
@@ -715,6 +717,7 @@ static void usage(void)
 		"               [--rate PPS] [--payload BYTES] [--socks K] [--bind IP]\n"
 		"               [--window W] [--ctl-timeout-ms MS] [--ctl-tries T]\n"
 		"               [--tx-batch B] [--tick-us US] [--prefix STR] [--no-teardown]\n"
+		"               [--direct]\n"
 		"               [--calibrate] [--timeline]\n");
 	exit(64);
 }
@@ -746,6 +749,7 @@ int main(int argc, char **argv)
 				     {"tx-batch", 1, 0, 'B'},	    {"tick-us", 1, 0, 'i'},
 				     {"prefix", 1, 0, 'p'},	    {"no-teardown", 0, 0, 'N'},
 				     {"calibrate", 0, 0, 'C'},	    {"timeline", 0, 0, 'L'},
+				     {"direct", 0, 0, 'D'},
 				     {"help", 0, 0, 'h'},
 				     {0, 0, 0, 0}};
 	int ch;
@@ -773,6 +777,7 @@ int main(int argc, char **argv)
 		case 'N': opt.teardown = 0; break;
 		case 'C': opt.calibrate = 1; break;
 		case 'L': opt.timeline = 1; break;
+		case 'D': opt.direct = 1; break;
 		default: usage();
 		}
 	}

@@ -14,7 +14,7 @@ PY=${PY:-.venv/bin/python}
 mkdir -p bench/out
 "$CC" -O2 -Wall -o bench/out/loadgen bench/loadgen.c
 
-targets=${RTPP_BENCH_TARGETS:-rtpproxy,rtpengine,bare}
+targets=${RTPP_BENCH_TARGETS:-rtpproxy,rtpproxy-kernel,rtpengine,bare,direct}
 if [[ ",$targets," == *",rtpengine,"* ]] && ! command -v rtpengine >/dev/null 2>&1; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 		echo "bench: installing rtpengine-daemon" >&2

@@ -1,5 +1,5 @@
-"""Shared fixtures: the `rtpproxy` daemon factory (see tests/helpers.py) and the
-in-process `app_factory`."""
+"""Shared fixtures: the `rtpproxy` daemon factory (see tests/helpers.py), the
+in-process `app_factory` and the private network `lab` of the kernel tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import netns_lab
 from helpers import Proxy, next_port_range, start_proxy
 from rtpp.app import App
 from rtpp.config import Config, ListenAddr
@@ -15,7 +16,8 @@ from rtpp.config import Config, ListenAddr
 
 @pytest.fixture
 def rtpproxy() -> Iterator[Callable[..., Proxy]]:
-    """Factory: `start(*flags, ctrl="udp", ports=None, foreground=True, wait=True) -> Proxy`.
+    """Factory: `start(*flags, ctrl="udp", ports=None, foreground=True, wait=True,
+    extra_env=None, wrap=()) -> Proxy`.
 
     Adds `-f -F -p <tmp>/pid -d INFO`, a control socket and a distinct -m/-M range
     unless the flags already say otherwise; every daemon is stopped at teardown.
@@ -29,9 +31,16 @@ def rtpproxy() -> Iterator[Callable[..., Proxy]]:
         foreground: bool = True,
         wait: bool = True,
         extra_env: dict | None = None,
+        wrap: tuple[str, ...] = (),
     ) -> Proxy:
         proxy = start_proxy(
-            *flags, ctrl=ctrl, ports=ports, foreground=foreground, wait=wait, extra_env=extra_env
+            *flags,
+            ctrl=ctrl,
+            ports=ports,
+            foreground=foreground,
+            wait=wait,
+            extra_env=extra_env,
+            wrap=wrap,
         )
         started.append(proxy)
         return proxy
@@ -61,3 +70,18 @@ def app_factory() -> Iterator[Callable[..., App]]:
     yield make
     for app in apps:
         app.close()
+
+
+_lab_skip: list[str | None] = []
+
+
+@pytest.fixture
+def lab() -> Iterator[netns_lab.Lab]:
+    """A relay namespace between two phone subnets (tests/netns_lab.py); skipped, with
+    the reason, where namespaces or nftables NAT are not available."""
+    if not _lab_skip:
+        _lab_skip.append(netns_lab.skip_reason())
+    if _lab_skip[0] is not None:
+        pytest.skip(_lab_skip[0])
+    with netns_lab.lab() as made:
+        yield made

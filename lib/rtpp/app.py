@@ -58,6 +58,11 @@ class App:
         self.media.draining = True
 
     @property
+    def kernel_route_on(self) -> bool:
+        """True when the kernel may forward streams (--kernel-offload, and it works)."""
+        return self.media.kernel is not None
+
+    @property
     def session_count(self) -> int:
         return self.sessions.count
 

@@ -59,6 +59,8 @@ Options:
                       on HOST:PORT, e.g. 127.0.0.1:9950. Off by default.
   --acct PATH         Append one JSON record per ended session to PATH
                       (reopened on SIGWINCH).
+  --kernel-offload    Let the kernel forward latched plain RTP streams (nftables NAT;
+                      needs CAP_NET_ADMIN).
   -h --help           Show this help.
 """
 
@@ -108,6 +110,7 @@ CLASSIC_LONGOPTS = [
     "strict-source",
     "metrics=",
     "acct=",
+    "kernel-offload",
 ]
 CLOCK_NAME = "CLOCK_MONOTONIC"
 MAX_LISTEN = 16
@@ -342,6 +345,7 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         force_asymmetric=bool(opts["--force_asymmetric"]),
         bridge_symmetric=bool(opts["--bridge_symmetric"]),
         strict_source=bool(opts["--strict-source"]),
+        kernel_offload=bool(opts["--kernel-offload"]),
         relay_driver=relay_driver(os.environ),
         record_dir=record_dir,
         spool_dir=spool_dir,

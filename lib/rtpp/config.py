@@ -52,6 +52,7 @@ class Config:
     force_asymmetric: bool = False  # --force_asymmetric
     bridge_symmetric: bool = False  # --bridge_symmetric
     strict_source: bool = False  # --strict-source: a latched leg never moves
+    kernel_offload: bool = False  # --kernel-offload: plain RTP pipes forwarded by the kernel
     relay_driver: str = "epoll"  # "epoll" or "greenlet" (media/drivers.py; RTPP_RELAY)
     # Recording.
     record_dir: str | None = None  # -r

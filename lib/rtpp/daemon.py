@@ -10,6 +10,8 @@ import socket
 import stat
 import sys
 
+from rtpp import linuxcaps
+
 log = logging.getLogger(__name__)
 
 READY_TOKEN = b"OK"
@@ -278,8 +280,13 @@ def chown_socket(path: str, uid: int | None, gid: int | None, mode: int) -> None
         os.chmod(path, mode)
 
 
-def drop_privileges(uid: int | None, gid: int | None, user: str | None) -> None:
-    """initgroups/setgid before setuid. With only a user, `gid` is the user's primary group."""
+def drop_privileges(
+    uid: int | None, gid: int | None, user: str | None, keep_net_admin: bool = False
+) -> None:
+    """initgroups/setgid before setuid. With only a user, `gid` is the user's primary group.
+
+    `keep_net_admin`: keep CAP_NET_ADMIN (and no other capability) after setuid, for the
+    kernel route (--kernel-offload), whose nftables and conntrack calls need it."""
     try:
         if gid is not None:
             if user is not None:
@@ -288,7 +295,12 @@ def drop_privileges(uid: int | None, gid: int | None, user: str | None) -> None:
                 os.setgroups([gid])
             os.setgid(gid)
         if uid is not None:
+            if keep_net_admin:
+                linuxcaps.keep_caps(True)
             os.setuid(uid)
+            if keep_net_admin:
+                linuxcaps.keep_caps(False)
+                linuxcaps.set_only(linuxcaps.CAP_NET_ADMIN)
     except OSError as exc:
         raise DaemonError(f"can't switch to requested user/group: {exc.strerror}") from None
 

@@ -179,7 +179,9 @@ class Daemon:
         self.app = app_class(cfg)
         self.pidfile.write()
         if cfg.run_uid is not None or cfg.run_gid is not None:
-            daemon.drop_privileges(cfg.run_uid, cfg.run_gid, cfg.run_user)
+            daemon.drop_privileges(
+                cfg.run_uid, cfg.run_gid, cfg.run_user, keep_net_admin=self.app.kernel_route_on
+            )
         daemon.enable_core_dumps()
         self.app.start()
         if observe_class is not None:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -531,3 +532,48 @@ def test_top_batch_mode_and_errors(rtpproxy):
     )
     assert out.returncode == 1 and "usage: rtpproxy top" in out.stderr
     call.close()
+
+
+# ---------------------------------------------------------------- the kernel route
+
+
+def test_kernel_route_in_metrics_and_acct(rtpproxy, lab, tmp_path):
+    """Streams the kernel forwards are counted under route="kernel", their packets in
+    the exported G counters and, with their payload bytes, in the --acct record."""
+    from kernel.kcall import make_call, start_relay
+
+    acct = tmp_path / "acct.json"
+    proxy = start_relay(rtpproxy, lab, "--metrics", "127.0.0.1:9950", "--acct", str(acct))
+
+    def scrape() -> dict[str, float]:
+        code = (
+            "import urllib.request;"
+            "print(urllib.request.urlopen('http://127.0.0.1:9950/metrics').read().decode())"
+        )
+        text = subprocess.run(
+            ["ip", "netns", "exec", lab.relay, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("rtpproxy_")
+        }
+
+    call = make_call(proxy, lab)
+    call.latch()
+    call.a_to_b(30)
+    call.b_to_a(20)
+    relayed = int(proxy.cmd("G npkts_relayed"))
+    metrics = scrape()
+    assert metrics['rtpproxy_streams_by_route{route="kernel"}'] == 2
+    assert metrics["rtpproxy_npkts_relayed_total"] == relayed == 52
+    assert call.delete() == "0"
+    (record,) = wait_records(acct, 1)
+    caller, callee = record["legs"]
+    assert caller["rtp"]["packets_in"] == 31 and callee["rtp"]["packets_in"] == 21
+    assert caller["rtp"]["bytes_in"] == 31 * 172 and callee["rtp"]["bytes_in"] == 21 * 172
+    assert caller["rtp"]["bytes_out"] == 21 * 172

@@ -12,6 +12,7 @@ from rtpp.stats import BY_NAME
 def handle(cmd: Info, ctx: Context) -> Reply:
     values = ctx.counters.values
     media = ctx.media
+    media.sync_kernel()  # what the kernel relayed, read now
     rcvd = values["npkts_rcvd"] + media.live_sum(BY_NAME["npkts_rcvd"])
     relayed = values["npkts_relayed"] + media.live_sum(BY_NAME["npkts_relayed"])
     sent = relayed + values["npkts_played"]

@@ -19,6 +19,7 @@ def handle(cmd: Query, ctx: Context) -> Reply:
         raise CommandError(ECode.PARSE_8)
     verbose = bool(cmd.mods)
     sess, leg = found
+    ctx.media.sync_kernel(sess)
     a = sess.rtp.streams[leg]
     o = sess.rtp.streams[1 - leg]
     parts = []

@@ -20,6 +20,7 @@ def stat_value(ctx: Context, counter: Counter) -> float:
 
 
 def handle(cmd: Stats, ctx: Context) -> Reply:
+    ctx.media.sync_kernel()  # what the kernel relayed, read now
     parts = []
     for name in cmd.names:
         if name not in STAT_NAMES:

@@ -320,6 +320,25 @@ class RtpAnalyzer:
         self._jcount = jcount
         self._ring_pos = pos
 
+    def skip_run(self, skipped: int) -> None:
+        """About ``skipped`` packets of the stream went by unseen (the kernel relayed
+        them): the next packet starts a new run, so they count neither as received
+        nor as lost.
+
+        The run's extended numbers are moved, all by one offset (its figures keep
+        their values), half the sequence space away from where the next packet is
+        expected, so that ``_feed`` sees a jump and restarts the run there."""
+        self.sync()
+        if self._last_seq is None:
+            return
+        expected = self._last_seq + skipped + 1
+        offset = (expected - self._max + 0x8000) & 0xFFFF
+        self._max += offset
+        self._min += offset
+        self._gap += offset
+        self._fed_gap += offset
+        self._lazy_from += offset
+
     def feed(self, data: bytes, arrival_s: float) -> RtpaUpdate:
         """Account one received packet; ``arrival_s`` is a monotonic time in seconds."""
         if self.pending:

@@ -83,6 +83,9 @@ class UserSpaceDriver:
             else:
                 st.fast_src = st.fwd = st.fwd_dst = None
 
+    def refresh(self, sess: Session | None = None) -> None:
+        """Nothing relays outside the process here: the streams count everything."""
+
     def close(self) -> None:
         """Release what the driver holds (after every stream is closed)."""
 

@@ -102,6 +102,7 @@ class Sweeper:
         """Tick every session; with `pause_every`, yield to the hub after that many."""
         media = self.media
         independent = media.config.ttl_independent
+        media.sync_kernel()  # packets the kernel relayed count as activity
         rcvd = 0
         for n, sess in enumerate(list(media.sessions), 1):
             if pause_every and n % pause_every == 0:

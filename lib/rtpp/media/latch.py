@@ -41,6 +41,7 @@ class Leg(Protocol):
     on_hold: bool
     cmd_remote: Address | None  # the last address a command supplied
     cmd_changed_at: float  # monotonic time a command last changed the address
+    seq_skew: int  # packets of the party relayed unseen (by the kernel) since the last
 
 
 #: A command that changed a leg's address lets a new source take the leg over for this long.
@@ -149,7 +150,8 @@ def may_relatch(st: Leg, data, n: int, now: float) -> bool:
         return True
     if ssrc != an.last_ssrc or an.last_seq is None:
         return False
-    dist = (seq - an.last_seq) & 0xFFFF
+    # Packets the kernel relayed moved the party's sequence on without the analyzer.
+    dist = (seq - an.last_seq - st.seq_skew) & 0xFFFF
     return min(dist, 0x10000 - dist) <= RELATCH_SEQ_RANGE
 
 

@@ -19,6 +19,7 @@ from rtpp.media.analyzer import RtpAnalyzer
 from rtpp.media.drivers import make_driver
 from rtpp.media.errors import BindFailed, DescriptorsExhausted, Draining, Overloaded, PortsExhausted
 from rtpp.media.fdbudget import FdBudget, nofile_limit
+from rtpp.media.kernel_driver import KernelDriver
 from rtpp.media.notify import Notifier
 from rtpp.media.playback.attach import Players
 from rtpp.media.playback.resizer import Resizer
@@ -49,7 +50,9 @@ class Media:
         self.overloaded = False
         self.fds = FdBudget(nofile_limit())
         self.ctx = RelayContext(counters, config.strict_source, config.dup_small, self.fds)
-        self.driver = make_driver(config.relay_driver, self.ctx)
+        self.driver = KernelDriver.wrap(config, make_driver(config.relay_driver, self.ctx))
+        #: The kernel route, when --kernel-offload is given and the host allows it.
+        self.kernel = self.driver if isinstance(self.driver, KernelDriver) else None
         self.allocators = {
             family: PortAllocator(config.port_min, config.port_max, config.seq_ports)
             for family in (socket.AF_INET, socket.AF_INET6)
@@ -261,6 +264,11 @@ class Media:
 
     # Live figures for G and I.
 
+    def sync_kernel(self, sess: Session | None = None) -> None:
+        """Bring the packets the kernel relayed into the streams' counters (G, I and the
+        sweeper for all sessions, Q for its own)."""
+        self.driver.refresh(sess)
+
     def live_sum(self, counter: Counter) -> float:
         """The live streams' part of a STREAM counter."""
         of_stream = counter.of_stream
@@ -269,6 +277,8 @@ class Media:
 
     def close(self) -> None:
         """Shutdown: every session destroyed, every recording finished, then the driver."""
+        if self.kernel is not None:
+            self.kernel.release(self.sessions)  # one commit for all
         self.destroy_all("shutdown")
         self.recording.close()  # every recording written, closed and moved
         self.driver.close()

@@ -81,6 +81,15 @@ class Stream:
     nignored: int = 0
     nplayer_drop: int = 0  # accepted but dropped for an active player (no TTL refresh)
     ttl_mark: int = 0  # npkts_in - nplayer_drop at the last sweep
+    # The kernel route (kernel_driver.py): packets from the party the kernel relayed;
+    # while the stream is bound, nkernel when the binding started (else -1); the
+    # sequence numbers the analyzer missed in the kernel, valid while it has been fed
+    # `skew_nfed` packets (see seq_skew).
+    nkernel: int = 0
+    nbytes_kernel: int = 0  # UDP payload bytes of those
+    kernel_mark: int = -1
+    skew_base: int = 0
+    skew_nfed: int = -1
     # Attachments: set only through the methods below.
     recorder: Sink | None = None
     copier: Sink | None = None  # remote copy, mirror or local copy recorder
@@ -105,26 +114,39 @@ class Stream:
     @property
     def nrcvd(self) -> int:
         """Packets read while the session was complete."""
-        return self.slow_rcvd + self.nfast
+        return self.slow_rcvd + self.nfast + self.nkernel
 
     @property
     def npkts_in(self) -> int:
         """Packets accepted from the party this stream faces."""
-        return self.slow_in + self.nfast
+        return self.slow_in + self.nfast + self.nkernel
 
     @property
     def nrelayed(self) -> int:
-        return self.slow_relayed + self.nfast - self.nfast_unsent
+        return self.slow_relayed + self.nfast - self.nfast_unsent + self.nkernel
+
+    @property
+    def seq_skew(self) -> int:
+        """RTP packets of the party the kernel relayed after the last one the analyzer
+        saw: how far its sequence moved on unseen (latch.may_relatch adds it). While the
+        stream is bound the counts are read first (its session's shard only)."""
+        if self.kernel_mark >= 0:
+            driver = self.session.driver
+            if driver is not None:
+                driver.refresh(self.session)
+            return self.skew_base + self.nkernel - self.kernel_mark
+        an = self.analyzer
+        return self.skew_base if an is not None and an.nfed == self.skew_nfed else 0
 
     @property
     def nbytes_in(self) -> int:
         """Bytes of the packets counted in `npkts_in`."""
-        return self.slow_bytes_in + self.nbytes_fast
+        return self.slow_bytes_in + self.nbytes_fast + self.nbytes_kernel
 
     @property
     def nbytes_relayed(self) -> int:
         """Bytes of the packets counted in `nrelayed`."""
-        return self.slow_bytes_relayed + self.nbytes_fast - self.nbytes_unsent
+        return self.slow_bytes_relayed + self.nbytes_fast - self.nbytes_unsent + self.nbytes_kernel
 
     @property
     def kind(self) -> str:

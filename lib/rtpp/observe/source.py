@@ -79,6 +79,7 @@ class Snapshot:
 
 def snapshot(app: Any) -> Snapshot:
     media = app.media
+    media.sync_kernel()  # what the kernel relayed, read now (as G does)
     values = app.counters.values
     state = LiveState(
         sessions=values["nsess_created"] - values["nsess_destroyed"],
@@ -201,6 +202,7 @@ def _notify_target(target: Any) -> NotifyTarget:
 
 
 def sessions(app: Any) -> list[Session]:
+    app.media.sync_kernel()
     return list(app.sessions)
 
 
