@@ -31,6 +31,7 @@ def rtpproxy() -> Iterator[Callable[..., Proxy]]:
         foreground: bool = True,
         wait: bool = True,
         extra_env: dict | None = None,
+        command: list[str] | None = None,
         wrap: tuple[str, ...] = (),
     ) -> Proxy:
         proxy = start_proxy(
@@ -40,6 +41,7 @@ def rtpproxy() -> Iterator[Callable[..., Proxy]]:
             foreground=foreground,
             wait=wait,
             extra_env=extra_env,
+            command=command,
             wrap=wrap,
         )
         started.append(proxy)

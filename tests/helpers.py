@@ -347,11 +347,13 @@ def start_proxy(
     foreground: bool = True,
     wait: bool = True,
     extra_env: dict | None = None,
+    command: list[str] | None = None,
     wrap: tuple[str, ...] = (),
 ) -> Proxy:
     """Start a daemon with sane test defaults (see tests/conftest.py `rtpproxy`).
 
-    `wrap`: a command that runs the daemon (e.g. `ip netns exec NAME`)."""
+    `command` replaces `rtpproxy_command()` (e.g. a copy of the executable); `wrap`: a
+    command that runs the daemon (e.g. `ip netns exec NAME`)."""
     import pytest
 
     tmpdir = short_tmpdir()
@@ -381,7 +383,7 @@ def start_proxy(
     stderr_file = open(stderr_path, "wb")  # noqa: SIM115
     env = dict(os.environ, **(extra_env or {}))
     proc = subprocess.Popen(
-        list(wrap) + rtpproxy_command() + args,
+        list(wrap) + (command or rtpproxy_command()) + args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=stderr_file,

@@ -115,12 +115,15 @@ class Pidfile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.pid: int | None = None
+        #: the file, kept open for writing: a successor that runs without the rights to
+        #: replace it (after -u) rewrites it in place (live handoff)
+        self.fd: int | None = None
 
     @property
     def disabled(self) -> bool:
         return os.path.realpath(self.path) == NO_PIDFILE
 
-    def write(self, pid: int | None = None) -> bool:
+    def write(self, pid: int | None = None, quiet: bool = False) -> bool:
         """Write `<pid>\\n`; failures are logged, not fatal (as in the classic).
 
         Only a regular file is ever replaced: a device, socket, directory or symlink
@@ -139,10 +142,39 @@ class Pidfile:
                 f.write(f"{pid}\n")
             os.rename(tmp, self.path)
         except OSError as exc:
-            log.error("can't open pidfile for writing: %s: %s", self.path, exc.strerror)
+            if not quiet:
+                log.error("can't open pidfile for writing: %s: %s", self.path, exc.strerror)
             _unlink_quietly(tmp)
             return False
         self.pid = pid
+        self._keep_open()
+        return True
+
+    def _keep_open(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = fd
+
+    def rewrite(self) -> bool:
+        """A live handoff's successor: our pid into the file, replaced if we may, else
+        rewritten in place through the descriptor the old process kept open."""
+        if self.disabled or self.write(quiet=True):
+            return True
+        if self.fd is None:
+            log.error("can't rewrite pidfile %s after the handoff", self.path)
+            return False
+        data = f"{os.getpid()}\n".encode()
+        try:
+            os.pwrite(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
+        except OSError as exc:
+            log.error("can't rewrite pidfile %s: %s", self.path, exc.strerror)
+            return False
+        self.pid = os.getpid()
         return True
 
     def live_owner(self) -> int | None:
@@ -286,7 +318,17 @@ def drop_privileges(
     """initgroups/setgid before setuid. With only a user, `gid` is the user's primary group.
 
     `keep_net_admin`: keep CAP_NET_ADMIN (and no other capability) after setuid, for the
-    kernel route (--kernel-offload), whose nftables and conntrack calls need it."""
+    kernel route (--kernel-offload), whose nftables and conntrack calls need it.
+
+    Nothing to do (and no right to do it) for a process already running unprivileged
+    as that user and group: a live handoff's successor of a daemon that dropped them.
+    """
+    if (
+        os.geteuid() != 0
+        and uid in (None, os.geteuid(), os.getuid())
+        and gid in (None, os.getegid(), os.getgid())
+    ):
+        return
     try:
         if gid is not None:
             if user is not None:

@@ -16,7 +16,14 @@ from rtpp import cli, daemon, logsetup, sdnotify
 from rtpp.config import Config
 from rtpp.control.server import BindError, ControlServer, make_listeners
 from rtpp.control.spec import parse_spec
+
+# The handoff code runs when the executable on disk may already be a newer one: a
+# one-file build could no longer import it then, so it is imported now.
+from rtpp.handoff import carrier, media_state, receiver, sender
+from rtpp.handoff.archive import pin_archive
+from rtpp.handoff.successor import Executable, service_pid
 from rtpp.media.notify import NotifyConfigError
+from rtpp.spawn import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +36,11 @@ TOOLS = {
 #: Program names (symlinks to the executable) that run a tool; `top` alone would
 #: shadow procps' top.
 TOOL_PROGRAMS = {"makeann": "makeann", "extractaudio": "extractaudio", "rtpproxy-top": "top"}
-#: signals that stop the daemon at once (OPERATIONS.md 2.6)
+#: signals that stop the daemon at once (OPERATIONS.md 2.6); SIGUSR2 hands over instead
 STOP_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,
     signal.SIGUSR1,
-    signal.SIGUSR2,
     signal.SIGXCPU,
     signal.SIGXFSZ,
     signal.SIGVTALRM,
@@ -44,6 +50,8 @@ STOP_SIGNALS = (
 #: ignore it, so a rotation script that signals an older version does no harm
 REOPEN_SIGNAL = signal.SIGWINCH
 DRAIN_POLL_S = 0.25
+#: systemd's status line; the package's postinst looks for "live handoff" in it
+SERVING_STATUS = "serving; reload (SIGUSR2) = live handoff to the executable on disk"
 EOF_EVENT = "EOF"
 
 
@@ -55,7 +63,7 @@ def entry(argv: list[str]) -> int:
             return run_tool(tool, args)
     if args and args[0] in TOOLS:
         return run_tool(args[0], args[1:])
-    return run_daemon(args)
+    return run_daemon(args, Executable.of_this_process(list(argv)))
 
 
 def run_tool(tool: str, args: list[str]) -> int:
@@ -68,7 +76,8 @@ def _print_error(message: str) -> None:
     sys.stderr.flush()
 
 
-def run_daemon(args: list[str]) -> int:
+def run_daemon(args: list[str], executable: Executable | None = None) -> int:
+    pin_archive()  # modules imported late still come from this executable after an upgrade
     try:
         config = cli.parse_args(args)
     except cli.EarlyExit as info:
@@ -85,14 +94,16 @@ def run_daemon(args: list[str]) -> int:
         if exc.show_usage:
             sys.stderr.write(cli.usage_text())
         return 1
-    return Daemon(config).run()
+    return Daemon(config, executable).run()
 
 
 class Daemon:
     """Start-up (OPERATIONS.md 2.1), the main greenlet's signal loop and shutdown."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, executable: Executable | None = None) -> None:
         self.config = config
+        self.executable = executable
+        self._handoff: gevent.Greenlet | None = None
         self.server: ControlServer | None = None
         self.app = None
         self.observe = None
@@ -108,6 +119,9 @@ class Daemon:
     # -------------------------------------------------------------- start-up
 
     def run(self) -> int:
+        channel = receiver.inherited_channel()
+        if channel is not None:
+            return self._take_over(receiver.Takeover(channel))
         try:
             app_class = _import_app()
             observe_class = _import_observe(self.config)
@@ -144,10 +158,8 @@ class Daemon:
             return 1
         return self._main_loop()
 
-    def _bind(self) -> None:
+    def _listeners(self) -> ControlServer:
         cfg = self.config
-        if cfg.nofile_limit is not None:
-            daemon.set_nofile_limit(cfg.nofile_limit)
         owner = None
         if cfg.run_uid is not None or cfg.run_gid is not None or cfg.sock_mode:
             owner = (cfg.run_uid, cfg.run_gid, cfg.sock_mode)
@@ -155,18 +167,24 @@ class Daemon:
         listeners = make_listeners(
             specs, no_resolve=cfg.no_resolve, owner=owner, on_eof=self.request_drain
         )
-        self.server = ControlServer(listeners)
+        return ControlServer(listeners)
+
+    def _bind(self) -> None:
+        cfg = self.config
+        if cfg.nofile_limit is not None:
+            daemon.set_nofile_limit(cfg.nofile_limit)
+        self.server = self._listeners()
         try:
             self.server.bind()
         except BindError:
             self.server.close()
             raise
 
-    def _bind_metrics(self) -> None:
+    def _bind_metrics(self, shared: bool = False) -> None:
         if self.config.metrics_addr is not None:
             from rtpp.observe.http import bind_listener
 
-            self._metrics_listener = bind_listener(*self.config.metrics_addr)
+            self._metrics_listener = bind_listener(*self.config.metrics_addr, shared=shared)
 
     def _start(self, app_class, observe_class) -> None:
         cfg = self.config
@@ -184,20 +202,129 @@ class Daemon:
             )
         daemon.enable_core_dumps()
         self.app.start()
-        if observe_class is not None:
-            self.observe = observe_class(self.app, self._metrics_listener, cfg.acct_path)
-            self.observe.start()
+        self._start_observing(observe_class)
         assert self.server is not None
         self.server.start(self.app)
         self._install_signals()
-        sdnotify.notify("READY=1")
+        sdnotify.notify(f"READY=1\nSTATUS={SERVING_STATUS}")
         if self.daemonized is not None:
             self.daemonized.ready()
 
+    def _start_observing(self, observe_class) -> None:
+        if observe_class is not None:
+            self.observe = observe_class(self.app, self._metrics_listener, self.config.acct_path)
+            self.observe.start()
+
     def _install_signals(self) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        for signum in (*STOP_SIGNALS, signal.SIGHUP, REOPEN_SIGNAL):
+        for signum in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR2, REOPEN_SIGNAL):
             gevent.signal_handler(signum, self._record, signum)
+
+    # -------------------------------------------------------------- live handoff
+
+    def _take_over(self, takeover: receiver.Takeover) -> int:
+        """Start-up of a live handoff's successor: everything comes from the old process.
+
+        Nothing is bound, no daemonizing; the sockets, sessions and files are the old
+        process's until GO, so every failure before it only tells the old one why.
+        """
+        cfg = self.config
+        observe_class = _import_observe(cfg)
+        sections, fds = takeover.hello()
+        self.server = self._listeners()
+        takeover.restore(lambda: carrier.restore_control(self.server, sections["control"], fds))
+        logsetup.setup_logging(cfg, foreground=cfg.foreground)
+        players: list = []
+
+        def build() -> None:
+            nonlocal players
+            if cfg.nofile_limit is not None:
+                daemon.set_nofile_limit(cfg.nofile_limit)
+            if cfg.nice is not None:
+                daemon.set_nice(cfg.nice)
+            self.app = _import_app()(cfg)
+            carrier.restore_app(self.app, sections["app"])
+            carrier.restore_pidfile(self.pidfile, sections["pidfile"], fds)
+            players = media_state.restore(self.app, sections["media"], fds)
+            # The old process still listens there: the port is shared until it exits.
+            self._bind_metrics(shared=True)
+            if cfg.run_uid is not None or cfg.run_gid is not None:
+                daemon.drop_privileges(cfg.run_uid, cfg.run_gid, cfg.run_user)
+            left = fds.untaken()
+            if left:
+                raise ValueError(f"{len(left)} handed-over descriptors were not taken over")
+
+        takeover.restore(build)
+        takeover.ready()
+        # GO: from here on this process is the daemon.
+        media_state.activate(self.app, players)
+        daemon.enable_core_dumps()
+        self.app.start()
+        self._start_observing(observe_class)
+        self.server.start(self.app)
+        self._install_signals()
+        self.pidfile.rewrite()
+        self._tell_service_manager()
+        log.info("rtpproxy took over from the previous process, pid %d", os.getpid())
+        return self._main_loop()
+
+    def _tell_service_manager(self) -> None:
+        """MAINPID for systemd: this process now, its bootloader once that is systemd's.
+
+        A one-file build's bootloader is the process to supervise, but systemd regards
+        a main process that is not its child as "alien" (it would not wait for it to
+        stop) and looks again only when MAINPID names a different pid. So: this
+        process first (the old main process may exit now), then, once the old
+        process is gone and the bootloader has been handed to systemd, the bootloader.
+        """
+        if not sdnotify.notify(f"MAINPID={os.getpid()}\nREADY=1\nSTATUS={SERVING_STATUS}"):
+            return
+        if service_pid() != os.getpid():
+            spawn_logged(
+                self._main_pid_to_bootloader, parent_of(os.getppid()), name="main_pid_to_bootloader"
+            )
+
+    def _main_pid_to_bootloader(self, old_parent: int | None) -> None:
+        bootloader = os.getppid()
+        for _ in range(200):
+            if parent_of(bootloader) != old_parent:
+                break
+            gevent.sleep(0.05)
+        sdnotify.notify(f"MAINPID={bootloader}")
+
+    def _start_handoff(self) -> None:
+        if self._handoff is not None:
+            log.warning("got SIGUSR2 while a live handoff is under way: ignored")
+            return
+        if self.executable is None:
+            log.error("live handoff refused: the executable is unknown; this process serves on")
+            return
+        log.info("got SIGUSR2, handing over to a new process of %s", self.executable.program)
+        if self.observe is not None:
+            self.observe.share_port()
+        self._handoff = spawn_logged(self._run_handoff, name="handoff")
+
+    def _run_handoff(self) -> None:
+        try:
+            pid = sender.hand_over(carrier.DaemonCarrier(self), self.executable)
+        except Exception:
+            log.exception("live handoff failed; this process serves on")
+            pid = None
+        finally:
+            self._handoff = None
+        if pid is not None:
+            self._leave_to_successor()
+
+    def _leave_to_successor(self) -> None:
+        """The successor serves: exit without closing, removing or flushing what it took."""
+        if self.observe is not None:
+            self.observe.close()  # not handed over: the successor serves its own
+        carrier.DaemonCarrier(self).release()
+        log.info("rtpproxy ended (handed over)")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     # -------------------------------------------------------------- main loop
 
@@ -218,6 +345,8 @@ class Daemon:
             if self._draining and not self._stopping and self._sessions() == 0:
                 log.info("deorbiting-burn sequence completed, exiting")
                 self._stopping = True
+        if self._handoff is not None:
+            self._handoff.kill(block=True)  # ends the successor; we stop the normal way
         self.shutdown()
         return 0
 
@@ -225,6 +354,8 @@ class Daemon:
         if event == signal.SIGHUP:
             log.info("got SIGHUP, initiating deorbiting-burn sequence")
             self._drain()
+        elif event == signal.SIGUSR2:
+            self._start_handoff()
         elif event == REOPEN_SIGNAL:
             if self.observe is not None:
                 self.observe.reopen()
@@ -273,6 +404,14 @@ class Daemon:
         sdnotify.notify("STATUS=Exited")
         log.info("rtpproxy ended")
         logging.shutdown()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _import_app():

@@ -135,7 +135,7 @@ def test_pidfile_path_holding_a_fifo_is_neither_replaced_nor_removed(rtpproxy, t
     assert "it exists and is not a regular file" in p.stderr_text()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_terminating_signals_exit_0(rtpproxy, sig):
     p = rtpproxy()
     assert p.stop(sig) == 0

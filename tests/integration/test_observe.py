@@ -577,3 +577,48 @@ def test_kernel_route_in_metrics_and_acct(rtpproxy, lab, tmp_path):
     assert caller["rtp"]["packets_in"] == 31 and callee["rtp"]["packets_in"] == 21
     assert caller["rtp"]["bytes_in"] == 31 * 172 and callee["rtp"]["bytes_in"] == 21 * 172
     assert caller["rtp"]["bytes_out"] == 21 * 172
+
+
+# ---------------------------------------------------------------- live handoff
+
+
+def test_metrics_and_acct_go_on_through_a_live_handoff(rtpproxy, tmp_path):
+    from integration.test_handoff import hand_over
+
+    port = free_tcp_port()
+    acct = tmp_path / "acct.json"
+    proxy = rtpproxy("-l", "127.0.0.1", "--metrics", f"127.0.0.1:{port}", "--acct", str(acct))
+    call = kamailio_call(proxy)
+    send_both_ways(call, 10)
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def scrape_on() -> None:  # a scraper polling through the handoff
+        while not stop.is_set():
+            try:
+                statuses.append(http_get(f"http://127.0.0.1:{port}/health", timeout=2)[0])
+            except OSError:
+                statuses.append(-1)
+            time.sleep(0.02)
+
+    scraper = threading.Thread(target=scrape_on)
+    scraper.start()
+    try:
+        old = proxy.pid
+        new = hand_over(proxy)
+        assert new != old
+        send_both_ways(call, 5, start=10)
+    finally:
+        stop.set()
+        scraper.join()
+    assert statuses.count(200) >= len(statuses) - 2  # at most a connection the old one reset
+    page = json.loads(http_get(f"http://127.0.0.1:{port}/sessions")[1])
+    assert page["total"] == 1
+    assert page["sessions"][0]["legs"][0]["rtp"]["packets_in"] == 15  # carried over
+    text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+    assert 'rtpproxy_commands_total{result="ok",verb="U"}' not in text  # the new process's
+    assert call.delete() == "0"
+    (record,) = wait_records(acct, 1)  # written by the successor
+    assert record["legs"][0]["rtp"]["packets_in"] == 15
+    assert record["legs"][0]["rtp"]["bytes_in"] == 15 * 172
+    call.close()

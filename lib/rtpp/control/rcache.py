@@ -83,6 +83,18 @@ class ReplyCache:
         self._peak = len(self._entries)
         memory.trim()
 
+    def entries(self) -> list[tuple[bytes, float, bytes]]:
+        """(cookie, expiry, reply), oldest first: for the next process of a live handoff
+        (monotonic times hold across processes of one boot)."""
+        return [(cookie, expires, reply) for cookie, (expires, reply) in self._entries.items()]
+
+    def load(self, entries: list[tuple[bytes, float, bytes]]) -> None:
+        """Take over `entries()` of the previous process."""
+        for cookie, expires, reply in entries:
+            self._entries[cookie] = (expires, reply)
+            self.nbytes += _cost(cookie, reply)
+        self._peak = max(self._peak, len(self._entries))
+
     def _pop_oldest(self) -> None:
         cookie, (_, reply) = self._entries.popitem(last=False)
         self.nbytes -= _cost(cookie, reply)

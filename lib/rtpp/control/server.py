@@ -4,10 +4,16 @@ Every listener has the same verbs as a gevent server: `bind()` (done before
 daemonizing and dropping privileges), `start(app)`, `close()` (stop accepting,
 release the socket) and `stop(timeout)` (close, then end client greenlets).
 All are idempotent. Commands run through `app.execute(line, peer) -> str`.
+
+For a live handoff (rtpp.handoff) a listener can also `pause()` (finish the commands
+in progress, then stop reading: what clients send next waits in the kernel),
+`resume()`, `export(fds)` its sockets and connections, and `adopt(doc, fds)` them in
+the next process instead of binding.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import os
@@ -69,6 +75,10 @@ def encode_reply(text: str) -> bytes:
     return text.encode("latin-1", "replace")
 
 
+class Paused(gevent.GreenletExit):
+    """Ends a greenlet for a handoff pause: its connection stays open."""
+
+
 class Listener(ABC):
     """Common lifecycle; subclasses implement `_bind()` and `_serve_loop()`."""
 
@@ -82,6 +92,9 @@ class Listener(ABC):
         self._loop: Greenlet | None = None
         self._clients = Group()
         self._closed = Event()
+        #: greenlets between reading a command and sending its reply (see `pause`)
+        self._busy = 0
+        self._pausing = False
 
     @property
     def started(self) -> bool:
@@ -131,6 +144,57 @@ class Listener(ABC):
     def serve_forever(self, app: App) -> None:
         self.start(app)
         self._closed.wait()
+
+    # -- live handoff
+
+    def pause(self) -> None:
+        """Stop reading. A greenlet waiting for input ends at once (nothing read yet);
+        one running a command ends after its reply (`_check_pause`). `wait_idle` waits
+        for both."""
+        self._pausing = True
+        loop = self._loop
+        if loop is not None and not self._busy:
+            loop.kill(Paused, block=False)
+
+    def _check_pause(self) -> None:
+        if self._pausing:
+            raise Paused
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every greenlet stopped by `pause` has ended; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._busy and (self._loop is None or self._loop.dead):
+                if self._clients.join(timeout=0):
+                    return True
+            gevent.sleep(0.002)
+        return False
+
+    def resume(self) -> None:
+        """Serve again after `pause` (the handoff did not happen)."""
+        self._pausing = False
+        if self.closed or self.app is None:
+            return
+        if self._loop is None or self._loop.dead:
+            self._loop = spawn_logged(self._serve_loop, name=f"serve_loop {self.spec.text}")
+
+    def export(self, add_fd: Callable[[int], int]) -> dict:
+        """This listener's sockets and state for the next process (after `pause`)."""
+        return {
+            "spec": self.spec.text,
+            "fd": None if self.sock is None else add_fd(self.sock.fileno()),
+        }
+
+    def adopt(self, doc: dict, take_fd: Callable[[int], int]) -> None:
+        """Take over what `export` described instead of binding."""
+        if doc.get("fd") is not None:
+            self.sock = socket.socket(fileno=take_fd(doc["fd"]))
+
+    def release(self) -> None:
+        """The next process serves now: close our descriptors, remove nothing."""
+        self._closed.set()
+        if self.sock is not None:
+            self.sock.close()
 
     def __enter__(self) -> Listener:
         return self
@@ -201,7 +265,12 @@ class UdpListener(Listener):
                     return
                 log.debug("control recvfrom: %s", exc)
                 continue
-            self.handle(data[:MAX_COMMAND], addr)
+            self._busy += 1
+            try:
+                self.handle(data[:MAX_COMMAND], addr)
+            finally:
+                self._busy -= 1
+            self._check_pause()
 
     def handle(self, data: bytes, addr: tuple) -> None:
         reply = self._reply_for(data, addr)
@@ -241,6 +310,10 @@ class StreamClient:
     proven: bool = False
     #: monotonic time since which a partial line has been waiting (None: no partial line)
     stalled_since: float | None = None
+    #: read and not yet executed: the start of the next line
+    buf: bytes = b""
+    #: the connection outlives its greenlet (a handoff pause)
+    kept: bool = False
 
 
 class StreamListener(Listener):
@@ -279,6 +352,10 @@ class StreamListener(Listener):
         self._bound_inode: tuple[int, int] | None = None
         self._accept_log = LogThrottle()
         self._full_log = LogThrottle()
+        #: connections whose greenlet a handoff pause ended, with what they had read
+        self._kept: list[StreamClient] = []
+        #: client greenlets between reading a command and sending its reply
+        self._running: set[Greenlet] = set()
 
     @property
     def one_shot(self) -> bool:
@@ -379,9 +456,12 @@ class StreamListener(Listener):
             )
             _close_quietly(conn)
             return
-        greenlet = spawn_logged(self._client, conn, addr, name="client_loop", group=self._clients)
+        self._serve_client(StreamClient(conn), addr)
+
+    def _serve_client(self, client: StreamClient, addr) -> None:
+        greenlet = spawn_logged(self._client, client, addr, name="client_loop", group=self._clients)
         greenlet.rawlink(self._forget)
-        self._active[greenlet] = StreamClient(conn)
+        self._active[greenlet] = client
 
     def _drop_one(self, why: str) -> bool:
         """Close the connection eviction picks (see the class docstring); False if none."""
@@ -402,7 +482,7 @@ class StreamListener(Listener):
 
     def _forget(self, greenlet: Greenlet) -> None:
         client = self._active.pop(greenlet, None)
-        if client is not None:
+        if client is not None and not client.kept:
             _close_quietly(client.conn)
 
     def _progress(self, completed: bool, partial: bool) -> None:
@@ -418,17 +498,23 @@ class StreamListener(Listener):
         elif client.stalled_since is None:
             client.stalled_since = time.monotonic()
 
-    def _client(self, conn: socket.socket, addr) -> None:
+    def _client(self, client: StreamClient, addr) -> None:
+        conn = client.conn
         peer = Peer(self.peer_kind, addr if isinstance(addr, tuple) else None)
         try:
             if self.one_shot:
                 self._one_shot(conn, peer)
             else:
-                self._lines(conn, peer)
+                self._lines(client, peer)
+        except Paused:
+            if not client.kept:
+                client.kept = True
+                self._kept.append(client)
         except (OSError, TimeoutError) as exc:
             log.debug("control client %s: %s", peer, exc)
         finally:
-            _close_quietly(conn)
+            if not client.kept:
+                _close_quietly(conn)
 
     def _one_shot(self, conn: socket.socket, peer: Peer) -> None:
         """A single read is the whole command; LF optional; EOF -> no reply."""
@@ -436,31 +522,111 @@ class StreamListener(Listener):
         data = conn.recv(MAX_COMMAND)
         if not data:
             return
-        reply = self._execute(data, peer)
-        conn.settimeout(self.send_timeout_s)
-        conn.sendall(reply)
+        self._enter()
+        try:
+            reply = self._execute(data, peer)
+            conn.settimeout(self.send_timeout_s)
+            conn.sendall(reply)
+        finally:
+            self._leave()
 
-    def _lines(self, conn: socket.socket, peer: Peer) -> None:
-        buf = b""
+    def _lines(self, client: StreamClient, peer: Peer) -> None:
+        conn = client.conn
         while True:
-            conn.settimeout(self.idle_timeout_s)
-            data = conn.recv(BUF_SIZE)
-            if not data:
-                return
-            buf += data
-            lines = buf.split(b"\n")
-            buf = lines.pop()
-            if len(buf) >= BUF_SIZE:
-                log.debug("control client %s: line too long, closing", peer)
-                return
-            for line in lines:
-                self._reply_line(conn, line, peer)
-            self._progress(completed=bool(lines), partial=bool(buf))
+            if b"\n" not in client.buf:
+                conn.settimeout(self.idle_timeout_s)
+                data = conn.recv(BUF_SIZE)
+                if not data:
+                    return
+                client.buf += data
+            self._enter()
+            try:
+                lines = client.buf.split(b"\n")
+                client.buf = lines.pop()
+                if len(client.buf) >= BUF_SIZE:
+                    log.debug("control client %s: line too long, closing", peer)
+                    return
+                for line in lines:
+                    self._reply_line(conn, line, peer)
+            finally:
+                self._leave()
+            self._progress(completed=bool(lines), partial=bool(client.buf))
+            self._check_pause()
 
     def _reply_line(self, conn: socket.socket, line: bytes, peer: Peer) -> None:
         reply = self._execute(line[:MAX_COMMAND], peer)
         conn.settimeout(self.send_timeout_s)
         conn.sendall(reply)
+
+    # -- live handoff
+
+    def _enter(self) -> None:
+        self._busy += 1
+        self._running.add(gevent.getcurrent())
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        self._running.discard(gevent.getcurrent())
+
+    def pause(self) -> None:
+        super().pause()
+        if self._loop is not None:
+            self._loop.kill(Paused, block=False)  # accept() has not run: nothing lost
+        for greenlet, client in list(self._active.items()):
+            if not greenlet.dead and greenlet not in self._running:
+                # Kept here: a greenlet killed before it first ran never sees Paused.
+                client.kept = True
+                self._kept.append(client)
+                greenlet.kill(Paused, block=False)
+
+    def resume(self) -> None:
+        super().resume()
+        if self.closed or self.app is None:
+            return
+        kept, self._kept = self._kept, []
+        for client in kept:
+            client.kept = False
+            self._serve_client(client, None)
+
+    def export(self, add_fd: Callable[[int], int]) -> dict:
+        doc = super().export(add_fd)
+        doc["path"] = self._bound_path
+        doc["inode"] = list(self._bound_inode) if self._bound_inode else None
+        doc["clients"] = [
+            {
+                "fd": add_fd(c.conn.fileno()),
+                "buf": base64.b64encode(c.buf).decode(),
+                "proven": c.proven,
+            }
+            for c in self._kept
+        ]
+        return doc
+
+    def adopt(self, doc: dict, take_fd: Callable[[int], int]) -> None:
+        super().adopt(doc, take_fd)
+        self._bound_path = doc.get("path")
+        inode = doc.get("inode")
+        self._bound_inode = (inode[0], inode[1]) if inode else None
+        self._kept = [
+            StreamClient(
+                socket.socket(fileno=take_fd(c["fd"])),
+                proven=bool(c.get("proven")),
+                buf=base64.b64decode(c.get("buf", "")),
+                kept=True,
+            )
+            for c in doc.get("clients", ())
+        ]
+
+    def start(self, app: App) -> None:
+        super().start(app)
+        self.resume()
+
+    def release(self) -> None:
+        super().release()
+        self._bound_path = None  # the next process removes it when it stops
+        for client in self._kept:
+            _close_quietly(client.conn)
+        self._kept = []
 
 
 def pick_victim(

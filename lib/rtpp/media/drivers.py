@@ -11,7 +11,9 @@ and owned by the media plane (media.Media.driver). Every session points at it
 * `apply_routes(sess)`: serve the routes route.decide gave the session's streams:
   a PLAIN stream gets the user-space fast path (`fast_src`, `fwd`, `fwd_dst`),
   a FULL stream none;
-* `close()`: release what the driver holds.
+* `close()`: release what the driver holds;
+* `pause()` / `resume()`: stop and start reading every socket (a live handoff, whose
+  new process also restores its sessions paused), packets waiting in the kernel.
 
 `EpollDriver` (the default) puts every socket in one epoll set drained from a single
 hub I/O watcher, so forwarding costs no greenlet switch; the stream object owns its
@@ -89,6 +91,12 @@ class UserSpaceDriver:
     def close(self) -> None:
         """Release what the driver holds (after every stream is closed)."""
 
+    def pause(self) -> None:
+        """Stop reading every socket (see the module's notes)."""
+
+    def resume(self) -> None:
+        """Read every socket again."""
+
 
 class GreenletDriver(UserSpaceDriver):
     """A greenlet per stream that waits on its socket and drains it."""
@@ -97,18 +105,41 @@ class GreenletDriver(UserSpaceDriver):
 
     def __init__(self, ctx: RelayContext) -> None:
         self.ctx = ctx
-        self.loops: dict[Stream, tuple[gevent.Greenlet, Any]] = {}
+        self.loops: dict[Stream, tuple[gevent.Greenlet, Any] | None] = {}
+        self.paused = False
 
     def watch(self, st: Stream) -> None:
+        self.loops[st] = None if self.paused else self._loop(st)
+
+    def _loop(self, st: Stream) -> tuple[gevent.Greenlet, Any]:
         watcher = gevent.get_hub().loop.io(st.sock.fileno(), 1)  # type: ignore[union-attr]
-        self.loops[st] = (spawn_logged(self.recv_loop, st, watcher, name="recv_loop"), watcher)
+        return spawn_logged(self.recv_loop, st, watcher, name="recv_loop"), watcher
 
     def unwatch(self, st: Stream) -> None:
-        greenlet, watcher = self.loops.pop(st)
+        loop = self.loops.pop(st)
+        if loop is not None:
+            self._stop(loop)
+
+    @staticmethod
+    def _stop(loop: tuple[gevent.Greenlet, Any]) -> None:
+        greenlet, watcher = loop
         watcher.stop()
         watcher.close()
         if greenlet is not gevent.getcurrent():
-            greenlet.kill(block=False)
+            greenlet.kill(block=False)  # waiting on its watcher: nothing read is lost
+
+    def pause(self) -> None:
+        self.paused = True
+        for st, loop in self.loops.items():
+            if loop is not None:
+                self._stop(loop)
+                self.loops[st] = None
+
+    def resume(self) -> None:
+        self.paused = False
+        for st, loop in self.loops.items():
+            if loop is None:
+                self.loops[st] = self._loop(st)
 
     def recv_loop(self, st: Stream, watcher: Any) -> None:
         ctx = self.ctx
@@ -173,6 +204,13 @@ class EpollDriver(UserSpaceDriver):
         self.watcher.stop()
         self.watcher.close()
         self.epoll.close()
+
+    def pause(self) -> None:
+        self.watcher.stop()
+
+    def resume(self) -> None:
+        if not self.watcher.active:
+            self.watcher.start(self.dispatch)
 
     # Twins (twins.py).
 

@@ -84,6 +84,8 @@ class Target:
     nsent: int = 0
     nfailed: int = 0
     ndropped: int = 0
+    #: the notification being sent (None while the sender waits for one)
+    sending: bytes | None = None
     drop_log: LogThrottle = field(default_factory=LogThrottle)
 
     def submit(self, message: bytes) -> None:
@@ -105,8 +107,12 @@ class Target:
 
     def _send_loop(self) -> None:
         while True:
-            message = self.queue.get()
-            if self._send(message):
+            message = self.sending = self.queue.get()
+            try:
+                sent = self._send(message)
+            finally:
+                self.sending = None
+            if sent:
                 self.nsent += 1
             else:
                 self.nfailed += 1

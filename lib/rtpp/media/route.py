@@ -75,6 +75,12 @@ class Driver(Protocol):
     def close(self) -> None:
         """Release what the driver holds (after every stream is closed)."""
 
+    def pause(self) -> None:
+        """Stop reading every socket: what arrives waits in the kernel (live handoff)."""
+
+    def resume(self) -> None:
+        """Read again after `pause`."""
+
 
 def decide(st: StreamState) -> Route:
     """The route of the packets `st` receives (and sends on from its peer's socket)."""

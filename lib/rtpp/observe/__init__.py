@@ -43,6 +43,11 @@ class Observability:
         if self.acct is not None:
             self.acct.reopen()
 
+    def share_port(self) -> None:
+        """A live handoff begins: the successor may bind the endpoint's port too."""
+        if self.endpoint is not None:
+            self.endpoint.share_port()
+
     def stop_serving(self) -> None:
         if self.endpoint is not None:
             self.endpoint.close()

@@ -38,12 +38,19 @@ INDEX = b"rtpproxy: /metrics (Prometheus), /health, /sessions?limit=N&offset=N&s
 Response = tuple[str, list[tuple[str, str]], bytes]
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """The listening socket (bound before the daemon detaches; OSError on failure)."""
+def bind_listener(host: str, port: int, shared: bool = False) -> socket.socket:
+    """The listening socket (bound before the daemon detaches; OSError on failure).
+
+    `shared`: a live handoff's successor binds the port while the old process, which
+    has shared it (`share_port`), still serves it; the kernel lets only processes of
+    the same user share a port, and never one whose socket did not ask to.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
@@ -94,6 +101,11 @@ class Endpoint:
         self.server.start()
         host, port = listener.getsockname()[:2]
         log.info("metrics endpoint on %s", source.addr_text((host, port)))
+
+    def share_port(self) -> None:
+        """Let a live handoff's successor bind the same port (`bind_listener(shared=True)`)."""
+        if self.server is not None and self.server.socket is not None:
+            self.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 
     def close(self) -> None:
         if self.server is not None:

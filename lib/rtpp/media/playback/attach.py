@@ -23,12 +23,16 @@ class Players:
         self.counters = counters
         self.dup_small = dup_small
 
-    def start(self, st: Stream, schedule: PromptSchedule) -> None:
-        """Play `schedule` to the party `st` faces, from `st`'s own socket."""
+    def start(self, st: Stream, schedule: PromptSchedule, new: bool = True) -> None:
+        """Play `schedule` to the party `st` faces, from `st`'s own socket.
+
+        `new=False`: a player handed over by a live handoff goes on (not counted again).
+        """
         self.stop(st)
         player = Player(schedule, lambda pkt: self._send(st, pkt), on_complete=self._finished(st))
         st.set_player(player)
-        self.counters.incr("nplrs_created")
+        if new:
+            self.counters.incr("nplrs_created")
         spawn_logged(self._start_when_addressed, st, player, name="start_when_addressed")
 
     def stop(self, st: Stream) -> bool:

@@ -222,6 +222,21 @@ class Player:
             return
         self._greenlet = spawn_logged(self._run, name="play_loop")
 
+    def pause(self) -> None:
+        """End the playing greenlet, keeping the schedule (a live handoff goes on with
+        it, or `resume` does)."""
+        greenlet = self._greenlet
+        if greenlet is not None and not greenlet.dead:
+            greenlet.kill(block=True)
+
+    def resume(self) -> None:
+        """Play on after `pause`: what fell due meanwhile is sent at once."""
+        greenlet = self._greenlet
+        if greenlet is not None and greenlet.dead and not self._stop_requested:
+            self._greenlet = None
+            self.finished = Event()
+            self.start()
+
     def stop(self) -> None:
         """Stop playback; safe to call more than once and from any greenlet."""
         self._stop_requested = True

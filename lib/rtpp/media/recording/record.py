@@ -13,7 +13,9 @@ buffers are dropped and counted instead of queued.
 
 Recording never raises into the relay path: any ``OSError`` logs one line,
 bumps :attr:`RecordCounters.nrec_errors`, keeps what is already on disk as a
-readable file (truncated back to a record boundary) and stops that file.
+readable file (truncated back to a record boundary) and stops that file. A file
+that holds nothing whole (not even its pcap header: a full disk at the start) is
+removed rather than left empty or malformed.
 """
 
 from __future__ import annotations
@@ -449,6 +451,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def _copy_then_unlink(src: str, dst: str) -> None:
     tmp = f"{dst}.part"
     try:
@@ -504,6 +513,7 @@ class Recorder:
         "_closed",
         "_failed",
         "_unlinked",
+        "_discarded",
         "_ndropped",
     )
 
@@ -539,6 +549,7 @@ class Recorder:
         self._closed = False
         self._failed = False  # set by the writer thread when the file stopped
         self._unlinked = False
+        self._discarded = False  # removed: it held nothing whole
         self._ndropped = 0
         self._fd: int | None = None  # used by the writer thread once created
         try:
@@ -551,6 +562,54 @@ class Recorder:
         header = self._writer.file_header()
         if header:
             self._sink.submit(self._write_job, header, [len(header)])
+
+    # -- live handoff: the file goes on in the next process
+
+    def handoff_state(self) -> tuple[dict, int | None]:
+        """What the next process needs to go on writing this file, and its descriptor.
+
+        Call after :meth:`flush` and once the writer has drained (the size is final).
+        """
+        doc = {
+            "name": self.name,
+            "label": self.label,
+            "path": self.path,
+            "final_path": self.final_path,
+            "pcap": isinstance(self._writer, PcapWriter),
+            "size": self._size,
+            "users": self._users,
+            "closed": self._closed,
+            "failed": self._failed,
+            "unlinked": self._unlinked,
+            "discarded": self._discarded,
+            "ndropped": self._ndropped,
+            "buffer_size": self._buffer_size,
+        }
+        return doc, self._fd
+
+    @classmethod
+    def adopt(
+        cls, doc: dict, fd: int | None, counters: RecordCounters, writer: FileWriter
+    ) -> Recorder:
+        """The same file in the next process: appends continue at its end (`fd` shares
+        the old process's file offset)."""
+        rec = cls.__new__(cls)
+        rec.name, rec.label = doc["name"], doc["label"]
+        rec.path, rec.final_path = doc["path"], doc["final_path"]
+        rec.counters = counters
+        rec._writer = make_writer(RecordFormat.PCAP if doc["pcap"] else RecordFormat.ADHOC)
+        rec._sink = writer
+        rec._buf, rec._bounds = bytearray(), []
+        rec._size = int(doc["size"])
+        rec._buffer_size = int(doc["buffer_size"])
+        rec._users = int(doc["users"])
+        rec._closed = bool(doc["closed"])
+        rec._failed = bool(doc["failed"])
+        rec._unlinked = bool(doc["unlinked"])
+        rec._discarded = bool(doc.get("discarded"))
+        rec._ndropped = int(doc["ndropped"])
+        rec._fd = fd
+        return rec
 
     @classmethod
     def open(cls, name: str, record_dir: str, **kwargs: Any) -> Recorder | None:
@@ -641,14 +700,15 @@ class Recorder:
             )
         self._ndropped += len(bounds)
 
-    def _on_write_error(self, exc: OSError) -> None:
+    def _on_write_error(self, exc: OSError, discarded: bool = False) -> None:
         self.counters.nrec_errors += 1
         self._buf, self._bounds = bytearray(), []
         log.error(
-            "error while recording session (%s) to %s: %s; recording of this file stopped",
+            "error while recording session (%s) to %s: %s; recording of this file stopped%s",
             self.label,
             self.path,
             exc.strerror or exc,
+            ", nothing was written: file removed" if discarded else "",
         )
 
     def _on_close_error(self, exc: OSError) -> None:
@@ -714,20 +774,39 @@ class Recorder:
         fd, self._fd = self._fd, None
         if fd is not None:
             self._finish_fd(fd)
-        if self.path != self.final_path and not self._unlinked:
+        if self.path != self.final_path and not self._unlinked and not self._discarded:
             self._move_to_final()
 
     def _fail(self, exc: OSError, good_size: int) -> None:
+        """Stop the file after a write error: cut it back to its last whole record, or
+        remove it when that leaves nothing (no complete header or record)."""
         self._failed = True
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.ftruncate(fd, good_size)
-            except OSError:
-                pass
+        if fd is None:
+            self._sink.report(self._on_write_error, exc)
+            return
+        if good_size == 0 and self._remove(fd):
+            self._discarded = True
+            self._sink.report(self._on_write_error, exc, True)
+            _close_fd(fd)
+            return
+        try:
+            os.ftruncate(fd, good_size)
+        except OSError:
+            pass
         self._sink.report(self._on_write_error, exc)  # the file ends on a record now
-        if fd is not None:
-            self._finish_fd(fd)
+        self._finish_fd(fd)
+
+    def _remove(self, fd: int) -> bool:
+        """Unlink our file's name (only if it still names this very file)."""
+        try:
+            st, mine = os.lstat(self.path), os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+                return False
+            os.unlink(self.path)
+        except OSError:
+            return False
+        return True
 
     def _finish_fd(self, fd: int) -> None:
         """Close the file, first rescuing its content if its name was unlinked meanwhile."""
