@@ -61,8 +61,12 @@ install: dist/rtpproxy
 	install -m 0755 dist/rtpproxy $(DESTDIR)$(PREFIX)/bin/rtpproxy
 	ln -sf rtpproxy $(DESTDIR)$(PREFIX)/bin/makeann
 	ln -sf rtpproxy $(DESTDIR)$(PREFIX)/bin/extractaudio
+	ln -sf rtpproxy $(DESTDIR)$(PREFIX)/bin/rtpproxy-top
 	install -m 0644 man/rtpproxy.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	install -m 0644 man/makeann.1 man/extractaudio.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 man/makeann.1 man/extractaudio.1 man/rtpproxy-top.1 \
+		$(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(PREFIX)/share/rtpproxy
+	install -m 0644 packaging/grafana/rtpproxy-dashboard.json $(DESTDIR)$(PREFIX)/share/rtpproxy/
 
 bench: $(STAMP)
 	bench/run.sh

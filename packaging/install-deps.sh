@@ -6,14 +6,17 @@
 #                                     systemd-container, adduser (the packaging
 #                                     tests), tshark (the pcap recording tests),
 #                                     iproute2, procps, nftables and conntrack
-#                                     (the kernel tests)
+#                                     (the kernel tests), prometheus and tmux (the
+#                                     observability tests), logrotate (the
+#                                     rotation rule)
 # Only missing packages are installed; the package lists are refreshed only
 # when an install fails without them.  Needs root (or nothing to install).
 set -eu
 
 build_pkgs="debhelper dpkg-dev python3-venv python3-nftables libnftables1"
 check_pkgs="$build_pkgs lintian groff-base groff man-db systemd systemd-container adduser
-    util-linux tshark iproute2 procps nftables conntrack"
+    util-linux tshark iproute2 procps nftables conntrack
+    prometheus tmux logrotate"
 
 case "${1:-build}" in
     build) wanted=$build_pkgs ;;

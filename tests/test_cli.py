@@ -482,3 +482,31 @@ def test_listen_error_subprocess_uses_classic_style():
     result = run("-F", "-l", "127.0.0.1", "-l", "127.0.0.2")
     assert result.returncode == 1
     assert result.stderr.splitlines()[0] == "init_bindaddrs: address label is missing"
+
+
+def test_metrics_and_acct_are_off_by_default():
+    cfg = parse()
+    assert cfg.metrics_addr is None and cfg.acct_path is None
+
+
+@pytest.mark.parametrize(
+    "text, addr",
+    [
+        ("127.0.0.1:9950", ("127.0.0.1", 9950)),
+        ("[::1]:9950", ("::1", 9950)),
+        ("localhost:1", ("localhost", 1)),
+    ],
+)
+def test_metrics_address(text, addr):
+    assert parse("--metrics", text).metrics_addr == addr
+    assert parse(f"--metrics={text}").metrics_addr == addr
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", ":9950", "127.0.0.1:0", "127.0.0.1:65536", "x:y"])
+def test_bad_metrics_addresses(text):
+    assert error_of("--metrics", text) == f"{text}: metrics address must be HOST:PORT"
+
+
+def test_acct_path():
+    assert parse("--acct", "/var/log/rtpproxy/acct.json").acct_path == "/var/log/rtpproxy/acct.json"
+    assert error_of("--acct", "") == "accounting file name is empty"

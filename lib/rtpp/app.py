@@ -9,6 +9,7 @@ import encodings.idna  # noqa: F401
 import gc
 import logging
 import time
+from collections.abc import Callable
 
 import gevent
 import gevent.threadpool  # noqa: F401
@@ -42,6 +43,8 @@ class App:
         self.draining = False
         self.closed = False
         self.started = time.monotonic()
+        #: Called after every command with (line, reply body, seconds it took).
+        self.on_command: Callable[[bytes, str, float], None] | None = None
 
     # Lifecycle.
 
@@ -75,6 +78,7 @@ class App:
 
     def execute(self, line: bytes, peer: Peer) -> str:
         """Run one command (without UDP cookie) and return its reply text with the LF."""
+        began = time.perf_counter()
         counters = self.counters
         counters.incr("ncmds_rcvd")
         try:
@@ -92,6 +96,8 @@ class App:
             body = FailedReply(f"E{int(ECode.NOMEM_1)}")
         counters.incr("ncmds_errs" if isinstance(body, FailedReply) else "ncmds_succd")
         counters.incr("ncmds_repld")
+        if self.on_command is not None:
+            self.on_command(line, body, time.perf_counter() - began)
         return body + "\n"
 
     def uptime_s(self) -> float:

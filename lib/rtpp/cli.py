@@ -55,6 +55,10 @@ Options:
   --no_resolve        Never resolve host names.
   --no_redirect       Keep stdout/stderr when daemonizing; copy log lines to stderr.
   --strict-source     Packets never move a latched media leg to another source.
+  --metrics ADDR      Serve /metrics (Prometheus), /health and /sessions over HTTP
+                      on HOST:PORT, e.g. 127.0.0.1:9950. Off by default.
+  --acct PATH         Append one JSON record per ended session to PATH
+                      (reopened on SIGWINCH).
   --kernel-offload    Let the kernel forward latched plain RTP streams (nftables NAT;
                       needs CAP_NET_ADMIN).
   -h --help           Show this help.
@@ -89,7 +93,7 @@ from rtpp.config import (
 )
 from rtpp.control.spec import SpecError, parse_spec
 from rtpp.modules import ModuleError, check_config, check_dso
-from rtpp.netutil import ipv4_of
+from rtpp.netutil import ipv4_of, split_host_port
 
 USAGE = __doc__
 PROG = "rtpproxy"
@@ -104,6 +108,8 @@ CLASSIC_LONGOPTS = [
     "no_resolve",
     "no_redirect",
     "strict-source",
+    "metrics=",
+    "acct=",
     "kernel-offload",
 ]
 CLOCK_NAME = "CLOCK_MONOTONIC"
@@ -364,6 +370,8 @@ def _build_config(opts: dict, warn: Callable[[str], None]) -> Config:
         no_resolve=bool(opts["--no_resolve"]),
         no_redirect=bool(opts["--no_redirect"]),
         config_file=_config_file(opts),
+        metrics_addr=_metrics_addr(opts),
+        acct_path=_acct_path(opts),
     )
     # Every option is valid by now: the warnings come after the errors, as in the classic.
     if not opts["-F"] and os.getuid() == 0 and user[0] is None:
@@ -547,6 +555,23 @@ def _check_tcp_target(text: str, no_resolve: bool) -> int:
             reason = exc.strerror or exc
             raise UsageError(f"error adding timeout notification: {text}: {reason}") from None
     return 0
+
+
+def _metrics_addr(opts: dict) -> tuple[str, int] | None:
+    text = _last(opts, "--metrics")
+    if text is None:
+        return None
+    addr = split_host_port(text)
+    if addr is None:
+        raise UsageError(f"{text}: metrics address must be HOST:PORT")
+    return addr
+
+
+def _acct_path(opts: dict) -> str | None:
+    path = _last(opts, "--acct")
+    if path is not None and not path:
+        raise UsageError("accounting file name is empty")
+    return path
 
 
 def _check_dsos(opts: dict) -> None:

@@ -81,6 +81,9 @@ class Config:
     no_resolve: bool = False  # --no_resolve
     no_redirect: bool = False  # --no_redirect
     config_file: str | None = None  # --config
+    # Observability.
+    metrics_addr: tuple[str, int] | None = None  # --metrics host:port
+    acct_path: str | None = None  # --acct
     extra: dict = field(default_factory=dict)
 
     @property

@@ -29,7 +29,14 @@ from rtpp.spawn import spawn_logged
 log = logging.getLogger(__name__)
 
 PROG = "rtpproxy"
-TOOLS = {"makeann": "rtpp.tools.makeann", "extractaudio": "rtpp.tools.extractaudio"}
+TOOLS = {
+    "makeann": "rtpp.tools.makeann",
+    "extractaudio": "rtpp.tools.extractaudio",
+    "top": "rtpp.tools.top",
+}
+#: Program names (symlinks to the executable) that run a tool; `top` alone would
+#: shadow procps' top.
+TOOL_PROGRAMS = {"makeann": "makeann", "extractaudio": "extractaudio", "rtpproxy-top": "top"}
 #: signals that stop the daemon at once (OPERATIONS.md 2.6); SIGUSR2 hands over instead
 STOP_SIGNALS = (
     signal.SIGTERM,
@@ -40,6 +47,9 @@ STOP_SIGNALS = (
     signal.SIGVTALRM,
     signal.SIGPROF,
 )
+#: reopens the accounting file (--acct) after log rotation; its default action is to
+#: ignore it, so a rotation script that signals an older version does no harm
+REOPEN_SIGNAL = signal.SIGWINCH
 DRAIN_POLL_S = 0.25
 #: systemd's status line; the package's postinst looks for "live handoff" in it
 SERVING_STATUS = "serving; reload (SIGUSR2) = live handoff to the executable on disk"
@@ -49,8 +59,8 @@ EOF_EVENT = "EOF"
 def entry(argv: list[str]) -> int:
     name = os.path.basename(argv[0]) if argv else PROG
     args = list(argv[1:])
-    for tool in TOOLS:
-        if name == tool or name.startswith(tool + "."):
+    for program, tool in TOOL_PROGRAMS.items():
+        if name == program or name.startswith(program + "."):
             return run_tool(tool, args)
     if args and args[0] in TOOLS:
         return run_tool(args[0], args[1:])
@@ -97,6 +107,8 @@ class Daemon:
         self._handoff: gevent.Greenlet | None = None
         self.server: ControlServer | None = None
         self.app = None
+        self.observe = None
+        self._metrics_listener = None
         self.pidfile = daemon.Pidfile(config.pidfile)
         self.daemonized: daemon.Daemonized | None = None
         self._pending: deque = deque()
@@ -113,6 +125,7 @@ class Daemon:
             return self._take_over(receiver.Takeover(channel))
         try:
             app_class = _import_app()
+            observe_class = _import_observe(self.config)
             self._bind()
         except (BindError, daemon.DaemonError, ImportError) as exc:
             _print_error(f"{PROG}: {exc}")
@@ -124,12 +137,19 @@ class Daemon:
                         f"{PROG}: {self.config.pidfile} names process {owner}, still running"
                     )
             return 1
+        try:
+            self._bind_metrics()
+        except OSError as exc:
+            host, port = self.config.metrics_addr or ("", 0)
+            _print_error(f"{PROG}: can't serve metrics on {host}:{port}: {exc}")
+            self.server.close()
+            return 1
         if not self.config.foreground:
             self.daemonized = daemon.daemonize(self.config.no_chdir, self.config.no_redirect)
         logsetup.setup_logging(self.config, foreground=self.config.foreground)
         log.info("rtpproxy started, pid %d", os.getpid())
         try:
-            self._start(app_class)
+            self._start(app_class, observe_class)
         except Exception as exc:
             expected = isinstance(exc, (OSError, daemon.DaemonError, NotifyConfigError))
             log.critical("start-up failed: %s", exc, exc_info=not expected)
@@ -161,7 +181,13 @@ class Daemon:
             self.server.close()
             raise
 
-    def _start(self, app_class) -> None:
+    def _bind_metrics(self, shared: bool = False) -> None:
+        if self.config.metrics_addr is not None:
+            from rtpp.observe.http import bind_listener
+
+            self._metrics_listener = bind_listener(*self.config.metrics_addr, shared=shared)
+
+    def _start(self, app_class, observe_class) -> None:
         cfg = self.config
         if cfg.sched_policy:
             daemon.set_scheduling(cfg.sched_policy)
@@ -177,6 +203,7 @@ class Daemon:
             )
         daemon.enable_core_dumps()
         self.app.start()
+        self._start_observing(observe_class)
         assert self.server is not None
         self.server.start(self.app)
         self._install_signals()
@@ -184,9 +211,14 @@ class Daemon:
         if self.daemonized is not None:
             self.daemonized.ready()
 
+    def _start_observing(self, observe_class) -> None:
+        if observe_class is not None:
+            self.observe = observe_class(self.app, self._metrics_listener, self.config.acct_path)
+            self.observe.start()
+
     def _install_signals(self) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        for signum in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR2):
+        for signum in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR2, REOPEN_SIGNAL):
             gevent.signal_handler(signum, self._record, signum)
 
     # -------------------------------------------------------------- live handoff
@@ -198,6 +230,7 @@ class Daemon:
         process's until GO, so every failure before it only tells the old one why.
         """
         cfg = self.config
+        observe_class = _import_observe(cfg)
         sections, fds = takeover.hello()
         self.server = self._listeners()
         takeover.restore(lambda: carrier.restore_control(self.server, sections["control"], fds))
@@ -214,6 +247,8 @@ class Daemon:
             carrier.restore_app(self.app, sections["app"])
             carrier.restore_pidfile(self.pidfile, sections["pidfile"], fds)
             players = media_state.restore(self.app, sections["media"], fds)
+            # The old process still listens there: the port is shared until it exits.
+            self._bind_metrics(shared=True)
             if cfg.run_uid is not None or cfg.run_gid is not None:
                 daemon.drop_privileges(cfg.run_uid, cfg.run_gid, cfg.run_user)
             left = fds.untaken()
@@ -226,6 +261,7 @@ class Daemon:
         media_state.activate(self.app, players)
         daemon.enable_core_dumps()
         self.app.start()
+        self._start_observing(observe_class)
         self.server.start(self.app)
         self._install_signals()
         self.pidfile.rewrite()
@@ -265,6 +301,8 @@ class Daemon:
             log.error("live handoff refused: the executable is unknown; this process serves on")
             return
         log.info("got SIGUSR2, handing over to a new process of %s", self.executable.program)
+        if self.observe is not None:
+            self.observe.share_port()
         self._handoff = spawn_logged(self._run_handoff, name="handoff")
 
     def _run_handoff(self) -> None:
@@ -280,6 +318,8 @@ class Daemon:
 
     def _leave_to_successor(self) -> None:
         """The successor serves: exit without closing, removing or flushing what it took."""
+        if self.observe is not None:
+            self.observe.close()  # not handed over: the successor serves its own
         carrier.DaemonCarrier(self).release()
         log.info("rtpproxy ended (handed over)")
         logging.shutdown()
@@ -317,6 +357,9 @@ class Daemon:
             self._drain()
         elif event == signal.SIGUSR2:
             self._start_handoff()
+        elif event == REOPEN_SIGNAL:
+            if self.observe is not None:
+                self.observe.reopen()
         elif event == EOF_EVENT:
             log.info("EOF on the control channel, initiating deorbiting-burn sequence")
             self._drain()
@@ -345,11 +388,17 @@ class Daemon:
         self._shut_down = True
         if self.server is not None:
             self.server.close()
+        if self.observe is not None:
+            self.observe.stop_serving()
+        elif self._metrics_listener is not None:
+            self._metrics_listener.close()
         if self.app is not None:
             try:
                 self.app.close()
             except Exception:
                 log.exception("error while closing sessions")
+        if self.observe is not None:
+            self.observe.close()  # the records of the sessions just closed
         if self.server is not None:
             self.server.stop(timeout=0.5)
         self.pidfile.remove()
@@ -370,3 +419,12 @@ def _import_app():
     from rtpp.app import App
 
     return App
+
+
+def _import_observe(config: Config):
+    """Observability, when asked for (imported before the daemon detaches)."""
+    if config.metrics_addr is None and config.acct_path is None:
+        return None
+    from rtpp.observe import Observability
+
+    return Observability

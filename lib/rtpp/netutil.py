@@ -47,3 +47,14 @@ def check_bindable(host: str) -> None:
     """Raise OSError unless a UDP socket can be bound to `host`."""
     with socket.socket(family_of(host), socket.SOCK_DGRAM) as probe:
         probe.bind((numeric_host(host), 0))
+
+
+def split_host_port(text: str) -> tuple[str, int] | None:
+    """`HOST:PORT` or `[V6]:PORT` -> (host, port); None when malformed."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port.isascii() and port.isdigit()) or len(port) > 5:
+        return None
+    number = int(port)
+    return (host, number) if 0 < number < 65536 else None

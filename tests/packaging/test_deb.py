@@ -38,6 +38,7 @@ UNIT_PATHS = (
     Path("/lib/systemd/system/rtpproxy.service"),
 )
 DEFAULTS = Path("/etc/default/rtpproxy")
+LOGROTATE = Path("/etc/logrotate.d/rtpproxy")
 RUNDIR = Path("/run/rtpproxy")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -48,7 +49,11 @@ INSTALLED_FILES = (
     "/usr/share/man/man8/rtpproxy.8.gz",
     "/usr/share/man/man1/makeann.1.gz",
     "/usr/share/man/man1/extractaudio.1.gz",
+    "/usr/share/man/man1/rtpproxy-top.1.gz",
+    "/usr/bin/rtpproxy-top",
+    "/usr/share/rtpproxy/rtpproxy-dashboard.json",
     str(DEFAULTS),
+    str(LOGROTATE),
 )
 COOKIES = count()
 STATE_DIRS = ("/var/lib/rtpproxy", "/var/spool/rtpproxy")
@@ -193,12 +198,13 @@ def test_package_contents(deb: Path) -> None:
     assert entries["/usr/bin/rtpproxy"][0] == "-rwxr-xr-x"
     assert entries["/usr/bin/makeann"] == ("lrwxrwxrwx", "rtpproxy")
     assert entries["/usr/bin/extractaudio"] == ("lrwxrwxrwx", "rtpproxy")
+    assert entries["/usr/bin/rtpproxy-top"] == ("lrwxrwxrwx", "rtpproxy")
     size = int(listing.split("./usr/bin/rtpproxy\n")[0].splitlines()[-1].split()[2])
     assert size == (REPO / "dist" / "rtpproxy").stat().st_size  # not stripped
     control = run("dpkg-deb", "-f", str(deb), "Depends", "Section").stdout
     assert "adduser" in control and "Section: net" in control
     conffiles = run("dpkg-deb", "-I", str(deb), "conffiles").stdout.split()
-    assert str(DEFAULTS) in conffiles
+    assert str(DEFAULTS) in conffiles and str(LOGROTATE) in conffiles
 
 
 def test_depends_on_the_glibc_the_bundled_libraries_need(deb: Path, tmp_path: Path) -> None:
@@ -261,6 +267,21 @@ def test_installed_binary_and_links_run(installed: Path) -> None:
     assert out.startswith(f"{version()}.")
     assert run("/usr/bin/makeann", check=False).returncode == 1
     assert run("/usr/bin/extractaudio", check=False).returncode == 1
+    assert "usage: rtpproxy top" in run("/usr/bin/rtpproxy-top", "-h", check=False).stderr
+    shipped = Path("/usr/share/rtpproxy/rtpproxy-dashboard.json").read_bytes()
+    assert shipped == (REPO / "packaging" / "grafana" / "rtpproxy-dashboard.json").read_bytes()
+
+
+def test_logrotate_rule_parses_and_signals_the_service(installed: Path) -> None:
+    logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    state = tempfile.mktemp(prefix="rtpp-logrotate-")
+    proc = run(logrotate, "-d", "-s", state, str(LOGROTATE), check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "error" not in output.lower(), output
+    assert "/var/log/rtpproxy/*.json" in output
+    assert "SIGWINCH" in LOGROTATE.read_text()
+    unit = installed_unit().read_text()
+    assert re.search(r"^LogsDirectory=rtpproxy$", unit, re.M)
 
 
 def test_installed_unit_verifies(installed: Path) -> None:

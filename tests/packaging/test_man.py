@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MAN = REPO / "man"
-PAGES = ("rtpproxy.8", "makeann.1", "extractaudio.1")
+PAGES = ("rtpproxy.8", "makeann.1", "extractaudio.1", "rtpproxy-top.1")
 CLI = REPO / "lib" / "rtpp" / "cli.py"
 REQUIRED_SECTIONS = (
     "NAME",

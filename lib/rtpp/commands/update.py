@@ -31,6 +31,7 @@ def handle(cmd: Update, ctx: Context) -> Reply:
     else:
         sess, leg = found
         sel = leg if cmd.lookup else 1 - leg
+        sess.to_tag = (cmd.to_tag if leg == 1 else cmd.from_tag) or sess.to_tag
         allocate = sess.leg(sel)[0].sock is None or cmd.mods.new_port
         legs.refresh_leg(sess, sel, cmd.mods, ctx, allocate, chosen)
         _mark_strength(sess, sel, cmd)

@@ -29,6 +29,7 @@ from rtpp.media.rtp import (
     PLAIN_V2,
     PT_MASK,
     RECORD,
+    RECORD_B1,
     RECORD_BYTES,
     RTP_HEADER_LENGTH,
     RTP_SEQ_MOD,
@@ -168,6 +169,8 @@ class RtpAnalyzer:
     #: The relay syncs once `pending` holds this many bytes. It differs from stream to
     #: stream, so that streams that started together do not all sync in the same poll.
     sync_at: int = field(default_factory=_sync_at, repr=False)
+    #: Flags by the second header byte (marker and payload type) of the packets analysed.
+    _b1_seen: bytearray = field(default_factory=lambda: bytearray(256), init=False, repr=False)
 
     @property
     def nfed(self) -> int:
@@ -220,6 +223,12 @@ class RtpAnalyzer:
         self.sync()
         return self._jtotal / self._jcount if self._jcount else 0.0
 
+    @property
+    def payload_types(self) -> list[int]:
+        """The payload types of the packets analysed so far, in ascending order."""
+        self.sync()
+        return sorted({b1 & PT_MASK for b1, seen in enumerate(self._b1_seen) if seen})
+
     def sync(self) -> None:
         """Analyse the deferred packets, in order (the results are those of ``feed``).
 
@@ -231,6 +240,13 @@ class RtpAnalyzer:
         p = self.pending
         if not p:
             return
+        b1s = p[RECORD_B1::RECORD_BYTES]
+        seen = self._b1_seen
+        if b1s.count(b1s[0]) == len(b1s):  # the usual batch: one payload type, no marker
+            seen[b1s[0]] = 1
+        else:
+            for b1 in b1s:
+                seen[b1] = 1
         (ssrc0, mx, last_seq, last_arrival, longest, ts_top, prev_ts, prev_rtime_ts,
          j, jmax, jtotal, jcount, ring, pos) = self._hot()  # fmt: skip
         off = 0
@@ -341,6 +357,7 @@ class RtpAnalyzer:
             return self._feed(data, arrival_s)
         # The next packet of the current run: _feed() step by step, minus every
         # branch that cannot be taken.
+        self._b1_seen[b1] = 1
         ipi = arrival_s - self._last_arrival  # type: ignore[operator]
         if ipi > self._longest_ipi:
             self._longest_ipi = ipi
@@ -370,6 +387,7 @@ class RtpAnalyzer:
             except ValueError:
                 self.perrs += 1
                 return RtpaUpdate.ERROR
+        self._b1_seen[b1] = 1
         rate = TS_RATES[b1 & PT_MASK]
         self._last_seq = seq
 

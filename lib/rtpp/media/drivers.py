@@ -280,6 +280,7 @@ class EpollDriver(UserSpaceDriver):
                         slow(st, n, src, now, ctx)
                         continue
                 data = buf[:n]
+                st.nbytes_fast += n
                 an = st.analyzer
                 if an is None:
                     st.nfast_rtcp += 1
@@ -297,7 +298,7 @@ class EpollDriver(UserSpaceDriver):
                     else:
                         st.fwd(data, st.fwd_dst)
                 except OSError:
-                    unsent(st, ctx)
+                    unsent(st, n, ctx)
             if pause:
                 if not events:
                     self._pace(pause)

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: IP and UDP header bytes of a packet (no IPv4 options, no IPv6 extension headers).
+IP_UDP_HEADERS = 20 + 8
+IP6_UDP_HEADERS = 40 + 8
+
 
 class KernelDriver:
     name = "kernel"
@@ -163,10 +167,14 @@ class KernelDriver:
 
 
 def _apply(counts: dict[Pipe, Counts]) -> None:
-    for pipe, (pkts_ab, _, pkts_ba, _) in counts.items():
+    for pipe, (pkts_ab, bytes_ab, pkts_ba, bytes_ba) in counts.items():
         s0, s1 = pipe.streams
         s0.nkernel += pkts_ab
         s1.nkernel += pkts_ba
+        # nftables counts whole IP packets; the streams count UDP payload bytes.
+        headers = IP6_UDP_HEADERS if s0.laddr is not None and s0.laddr.ipv6 else IP_UDP_HEADERS
+        s0.nbytes_kernel += bytes_ab - pkts_ab * headers
+        s1.nbytes_kernel += bytes_ba - pkts_ba * headers
 
 
 def _mark(pipe: Pipe, bound: bool, moved: bool = False) -> None:

@@ -12,6 +12,7 @@ import errno
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from rtpp.config import Config, ListenAddr
 from rtpp.media.analyzer import RtpAnalyzer
@@ -59,6 +60,8 @@ class Media:
         self._fd_log = LogThrottle()
         self.recording = Recording(config)
         self.players = Players(counters, config.dup_small)
+        #: Called with (session, reason) once a session has ended and been folded in.
+        self.on_end: Callable[[Session, str], None] | None = None
 
     # Creation and ports.
 
@@ -214,6 +217,8 @@ class Media:
             time.monotonic() - sess.created,
             extra=sess.log_ctx,
         )
+        if self.on_end is not None:
+            self.on_end(sess, reason)
 
     def destroy_all(self, reason: str) -> int:
         sessions = list(self.sessions)

@@ -78,6 +78,7 @@ def slow_packet(st: Stream, view, n: int, src: tuple, now: float, ctx: RelayCont
         counters["npkts_discard"] += 1
         return
     st.slow_in += 1
+    st.slow_bytes_in += n
     if st.analyzer is not None:
         st.analyzer.feed(data, now)
     if st.peer.player is not None:
@@ -109,6 +110,7 @@ def deliver(st: Stream, data, src: tuple, ctx: RelayContext, now: float) -> bool
         counters["npkts_discard"] += 1
         return False
     st.slow_relayed += 1
+    st.slow_bytes_relayed += len(data)
     return True
 
 
@@ -169,6 +171,7 @@ def relay_ready(st: Stream, now: float, ctx: RelayContext) -> bool:
         slow(st, n, src, now, ctx)
         return True
     data = recv.packet[:n]
+    st.nbytes_fast += n
     an = st.analyzer
     if an is None:
         st.nfast_rtcp += 1
@@ -181,7 +184,7 @@ def relay_ready(st: Stream, now: float, ctx: RelayContext) -> bool:
     try:
         st.fwd(data, st.fwd_dst)
     except OSError:
-        unsent(st, ctx)
+        unsent(st, n, ctx)
     return True
 
 
@@ -194,8 +197,9 @@ def slow(st: Stream, n: int, src: tuple, now: float, ctx: RelayContext) -> None:
         ctx.counters.values["npkts_discard"] += 1
 
 
-def unsent(st: Stream, ctx: RelayContext) -> None:
-    """The kernel refused a fast-path packet."""
+def unsent(st: Stream, n: int, ctx: RelayContext) -> None:
+    """The kernel refused a fast-path packet of `n` bytes."""
     st.nfast_unsent += 1
+    st.nbytes_unsent += n
     st.ndropped += 1
     ctx.counters.values["npkts_discard"] += 1

@@ -197,6 +197,8 @@ STAMP = struct.Struct("!d")
 #: receive buffer these are its first RECORD_BYTES bytes for a plain packet.
 RECORD = struct.Struct("!dBBHII")
 RECORD_BYTES = RECORD.size
+#: Offset of the marker and payload type byte in a RECORD.
+RECORD_B1 = STAMP.size + 1
 #: Where a packet starts in the receive buffer: right after the poll's STAMP.
 PACKET_OFFSET = STAMP.size
 RECV_BUF_BYTES = 65536

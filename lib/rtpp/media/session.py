@@ -51,6 +51,7 @@ class Stream:
     # The fast path of a stream without an analyzer (RTCP) counts its packets here; an
     # analyzer counts those it is fed, so an RTP stream's fast path counts nothing more.
     nfast_rtcp: int = 0
+    nbytes_fast: int = 0  # bytes of the packets the fast path read
     fwd: Callable[[Any, Address], int] | None = None
     fwd_dst: Address | None = None
     peer: Stream = None  # type: ignore[assignment]  # opposite stream of the same pipe
@@ -70,6 +71,9 @@ class Stream:
     twin_dst: Address | None = None
     # Counters. The fast path only counts `nfast`; the totals are the properties below.
     nfast_unsent: int = 0  # of those, refused by the kernel
+    nbytes_unsent: int = 0
+    slow_bytes_in: int = 0
+    slow_bytes_relayed: int = 0
     slow_rcvd: int = 0  # read on a complete session by the full path
     slow_in: int = 0  # accepted by the full path
     slow_relayed: int = 0
@@ -82,6 +86,7 @@ class Stream:
     # sequence numbers the analyzer missed in the kernel, valid while it has been fed
     # `skew_nfed` packets (see seq_skew).
     nkernel: int = 0
+    nbytes_kernel: int = 0  # UDP payload bytes of those
     kernel_mark: int = -1
     skew_base: int = 0
     skew_nfed: int = -1
@@ -132,6 +137,16 @@ class Stream:
             return self.skew_base + self.nkernel - self.kernel_mark
         an = self.analyzer
         return self.skew_base if an is not None and an.nfed == self.skew_nfed else 0
+
+    @property
+    def nbytes_in(self) -> int:
+        """Bytes of the packets counted in `npkts_in`."""
+        return self.slow_bytes_in + self.nbytes_fast + self.nbytes_kernel
+
+    @property
+    def nbytes_relayed(self) -> int:
+        """Bytes of the packets counted in `nrelayed`."""
+        return self.slow_bytes_relayed + self.nbytes_fast - self.nbytes_unsent + self.nbytes_kernel
 
     @property
     def kind(self) -> str:
@@ -242,6 +257,7 @@ class Session:
     from_tag: str
     created: float  # monotonic
     created_wall: float
+    to_tag: str | None = None  # the other party's tag, once a command named it
     rtp: Pipe = None  # type: ignore[assignment]
     rtcp: Pipe = None  # type: ignore[assignment]
     strong: bool = True
