@@ -258,3 +258,21 @@ def test_a_copy_started_mid_call_gets_every_packet_from_that_moment(rtpproxy, la
     assert copied == sent
     assert listener.recv_none(0.2)
     assert call.query("npkts_ina", "rtpa_nrcvd") == {"npkts_ina": 31, "rtpa_nrcvd": 21}
+
+
+@pytest.mark.slow
+def test_a_shutdown_with_many_calls_in_the_kernel_unbinds_them_all(rtpproxy, lab):
+    # Thousands of conntrack deletions at once would overflow the netlink socket's
+    # receive buffer and lose answers; the shutdown must not wait for them for ever.
+    proxy = start_relay(rtpproxy, lab, ports=(20000, 26999))
+    a, b = lab.phone("a"), lab.phone("b")
+    for _ in range(1600):
+        call = make_call(proxy, lab, a=a, b=b)
+        call.latch()
+        call.a_to_b(1)
+        call.b_to_a(1)
+    assert proxy.cmd("G nsess_created") == "1600"
+    assert len(lab.conntrack()) >= 1600
+    assert proxy.stop(timeout=30.0) == 0
+    assert lab.instance_tables() == []
+    assert lab.conntrack() == []

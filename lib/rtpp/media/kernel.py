@@ -686,6 +686,14 @@ class KernelOffload:
             raise OffloadError(_first_line(err) or f"libnftables returned {rc}")
 
 
+#: Conntrack deletions in flight at once: every one is answered on the same netlink
+#: socket, and thousands at once (a shutdown with many calls) overflow its receive
+#: buffer, losing answers that would then be awaited for ever.
+CONNTRACK_CHUNK = 64
+#: How long one chunk of conntrack requests may wait for its answers.
+CONNTRACK_TIMEOUT_S = 2.0
+
+
 class _Conntrack:
     """pyroute2's conntrack requests of one address family, run to completion at once.
 
@@ -710,16 +718,24 @@ class _Conntrack:
 
         from pyroute2.netlink.exceptions import NetlinkError
 
-        async def run() -> list:
-            requests = [self.ct.entry("del", tuple_orig=t) for t in tuples]
-            return await asyncio.gather(*requests, return_exceptions=True)
+        async def run(chunk: list) -> list:
+            requests = [self.ct.entry("del", tuple_orig=t) for t in chunk]
+            gathered = asyncio.gather(*requests, return_exceptions=True)
+            return await asyncio.wait_for(gathered, CONNTRACK_TIMEOUT_S)
 
-        for result in self.loop.run_until_complete(run()):
-            if isinstance(result, NetlinkError):
-                if result.code != errno.ENOENT:
-                    raise OffloadError(f"conntrack delete: {result}")
-            elif isinstance(result, BaseException):
-                raise OffloadError(f"conntrack delete: {result!r}")
+        for start in range(0, len(tuples), CONNTRACK_CHUNK):
+            try:
+                results = self.loop.run_until_complete(
+                    run(tuples[start : start + CONNTRACK_CHUNK])
+                )
+            except TimeoutError as exc:
+                raise OffloadError("conntrack delete: no answer from the kernel") from exc
+            for result in results:
+                if isinstance(result, NetlinkError):
+                    if result.code != errno.ENOENT:
+                        raise OffloadError(f"conntrack delete: {result}")
+                elif isinstance(result, BaseException):
+                    raise OffloadError(f"conntrack delete: {result!r}")
 
     def dump(self, tup: Any) -> list:
         async def run() -> list:
