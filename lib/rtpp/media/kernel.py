@@ -725,9 +725,7 @@ class _Conntrack:
 
         for start in range(0, len(tuples), CONNTRACK_CHUNK):
             try:
-                results = self.loop.run_until_complete(
-                    run(tuples[start : start + CONNTRACK_CHUNK])
-                )
+                results = self.loop.run_until_complete(run(tuples[start : start + CONNTRACK_CHUNK]))
             except TimeoutError as exc:
                 raise OffloadError("conntrack delete: no answer from the kernel") from exc
             for result in results:
