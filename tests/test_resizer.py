@@ -127,27 +127,25 @@ def test_sequence_numbers_start_from_the_first_emitted_packet():
     assert [p.seq for p in out] == [65534, 65535, 0]
 
 
-def test_g722_splits_at_one_byte_per_timestamp_unit():
-    packets, data = stream([160] * 3, pt=G722)
-    out = run(Resizer(10), packets, 0.02)
-    assert [len(p.payload) for p in out] == [80] * 6
-    assert [p.ts for p in out] == [5000 + 80 * k for k in range(6)]
-    assert b"".join(p.payload for p in out) == data
-
-
-def test_g729_10ms_frames_merge_to_30ms():
-    packets, data = stream([10] * 6, pt=G729)
-    out = run(Resizer(30), packets, 0.01)
-    assert [len(p.payload) for p in out] == [30, 30]
-    assert [p.ts for p in out] == [5000, 5240]
-    assert b"".join(p.payload for p in out) == data
-
-
-def test_g729_20ms_split_on_frame_boundary():
-    packets, data = stream([20] * 2, pt=G729)
-    out = run(Resizer(10), packets, 0.02)
-    assert [len(p.payload) for p in out] == [10] * 4
-    assert [p.ts for p in out] == [5000, 5080, 5160, 5240]
+@pytest.mark.parametrize(
+    "sizes,pt,ptime,target,lengths,stamps",
+    [
+        # G.722: one byte per timestamp unit
+        ([160] * 3, G722, 0.02, 10, [80] * 6, [5000 + 80 * k for k in range(6)]),
+        ([10] * 6, G729, 0.01, 30, [30, 30], [5000, 5240]),
+        ([20] * 2, G729, 0.02, 10, [10] * 4, [5000, 5080, 5160, 5240]),
+        ([33] * 4, GSM, 0.02, 40, [66, 66], [5000, 5320]),
+        ([99], GSM, 0.06, 20, [33, 33, 33], [5000, 5160, 5320]),
+    ],
+    ids=["g722-split", "g729-10ms-to-30ms", "g729-20ms-to-10ms", "gsm-merge", "gsm-60ms-to-20ms"],
+)
+def test_codec_frames_are_split_and_merged_on_frame_boundaries(
+    sizes, pt, ptime, target, lengths, stamps
+):
+    packets, data = stream(sizes, pt=pt)
+    out = run(Resizer(target), packets, ptime)
+    assert [len(p.payload) for p in out] == lengths
+    assert [p.ts for p in out] == stamps
     assert b"".join(p.payload for p in out) == data
 
 
@@ -159,22 +157,6 @@ def test_g729_sid_frame_ends_the_output_packet():
     assert len(out) == 1
     assert out[0].payload == noise(12)
     assert out[0].ts == 5000
-
-
-def test_gsm_frames():
-    packets, data = stream([33] * 4, pt=GSM)
-    out = run(Resizer(40), packets, 0.02)
-    assert [len(p.payload) for p in out] == [66, 66]
-    assert [p.ts for p in out] == [5000, 5320]
-    assert b"".join(p.payload for p in out) == data
-
-
-def test_gsm_60ms_packet_split_to_20ms():
-    packets, data = stream([99], pt=GSM)
-    out = run(Resizer(20), packets, 0.06)
-    assert [len(p.payload) for p in out] == [33, 33, 33]
-    assert [p.ts for p in out] == [5000, 5160, 5320]
-    assert b"".join(p.payload for p in out) == data
 
 
 def test_gsm_target_rounds_up_to_whole_frames():
