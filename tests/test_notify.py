@@ -113,64 +113,34 @@ def test_notifier_without_targets_is_not_configured():
     assert notifier("/tmp/n.sock").configured
 
 
-def test_match_by_exact_unix_name():
-    n = notifier("unix:/tmp/n.sock")
-    assert n.match("unix:/tmp/n.sock") is n.specs[0]
+UNIX = "unix:/tmp/n.sock"
+TCP = "tcp:127.0.0.1:9999"
 
 
-def test_match_bare_path_against_unix_targets():
-    n = notifier("tcp:127.0.0.1:9999", "unix:/tmp/n.sock")
-    assert n.match("/tmp/n.sock") is n.specs[1]
-
-
-def test_match_unix_name_for_a_target_configured_as_bare_path():
-    n = notifier("/tmp/n.sock")
-    assert n.match("unix:/tmp/n.sock") is n.specs[0]
-    assert n.match("/tmp/n.sock") is n.specs[0]
-
-
-def test_match_by_exact_tcp_name():
-    n = notifier("tcp:127.0.0.1:9999", "tcp:127.0.0.1:8888")
-    assert n.match("tcp:127.0.0.1:8888") is n.specs[1]
-
-
-def test_tcp_names_compare_as_strings():
-    n = notifier("tcp:localhost:9999")
-    assert n.match("tcp:127.0.0.1:9999") is None
-    assert n.match("tcp:localhost:9999") is n.specs[0]
-
-
-def test_match_wildcard_by_exact_name():
-    n = notifier("unix:/tmp/n.sock", WILDCARD)
-    assert n.match(WILDCARD) is n.specs[1]
-    assert n.match(f"tcp:{CC_SELF}:9998") is None
-
-
-def test_exact_fixed_target_is_preferred_over_a_wildcard():
-    n = notifier(WILDCARD, "tcp:127.0.0.1:9999")
-    assert n.match("tcp:127.0.0.1:9999") is n.specs[1]
-
-
-def test_a_concrete_address_does_not_match_a_wildcard():
-    n = notifier(WILDCARD)
-    assert n.match("tcp:127.0.0.1:9999") is None
-
-
-def test_bare_path_does_not_match_a_different_path():
-    n = notifier("unix:/tmp/n.sock")
-    assert n.match("/tmp/other.sock") is None
-    assert n.match("n.sock") is None
-
-
-def test_bare_name_is_never_compared_with_tcp_targets():
-    n = notifier("tcp:127.0.0.1:9999", WILDCARD)
-    assert n.match("9999") is None
-
-
-def test_unix_name_with_another_path_does_not_match():
-    n = notifier("unix:/tmp/n.sock")
-    assert n.match("unix:/tmp/n.sock2") is None
-    assert n.match("unix:tmp/n.sock") is None
+@pytest.mark.parametrize(
+    "targets,name,index",
+    [
+        pytest.param((UNIX,), UNIX, 0, id="exact unix name"),
+        pytest.param((TCP, UNIX), "/tmp/n.sock", 1, id="bare path against unix target"),
+        pytest.param(("/tmp/n.sock",), UNIX, 0, id="unix name for a bare-path target"),
+        pytest.param(("/tmp/n.sock",), "/tmp/n.sock", 0, id="bare path for a bare-path target"),
+        pytest.param((TCP, "tcp:127.0.0.1:8888"), "tcp:127.0.0.1:8888", 1, id="exact tcp name"),
+        pytest.param(("tcp:localhost:9999",), TCP, None, id="tcp names compare as strings"),
+        pytest.param(("tcp:localhost:9999",), "tcp:localhost:9999", 0, id="tcp same string"),
+        pytest.param((UNIX, WILDCARD), WILDCARD, 1, id="wildcard by exact name"),
+        pytest.param((UNIX, WILDCARD), f"tcp:{CC_SELF}:9998", None, id="other wildcard port"),
+        pytest.param((WILDCARD, TCP), TCP, 1, id="exact target preferred over wildcard"),
+        pytest.param((WILDCARD,), TCP, None, id="concrete address vs wildcard"),
+        pytest.param((UNIX,), "/tmp/other.sock", None, id="bare path, different path"),
+        pytest.param((UNIX,), "n.sock", None, id="bare file name, no directory"),
+        pytest.param((TCP, WILDCARD), "9999", None, id="bare name never compared with tcp"),
+        pytest.param((UNIX,), "unix:/tmp/n.sock2", None, id="unix name, longer path"),
+        pytest.param((UNIX,), "unix:tmp/n.sock", None, id="unix name, relative path"),
+    ],
+)
+def test_match(targets, name, index):
+    n = notifier(*targets)
+    assert n.match(name) is (None if index is None else n.specs[index])
 
 
 def test_unmatched_name_is_none():
