@@ -63,6 +63,14 @@ def free_pairs(count: int) -> tuple[int, list[socket.socket]]:
     pytest.skip("no free consecutive UDP ports on 127.0.0.1")
 
 
+def pair_on_free_ports(tos: int = 0) -> tuple[int, SocketPair]:
+    """A pair of ports just found free, and the SocketPair bind_pair binds on it."""
+    base, held = free_pairs(1)
+    for s in held:
+        s.close()
+    return base, bind_pair(socket.AF_INET, HOST, tos)(base)
+
+
 # PortAllocator
 
 
@@ -268,10 +276,7 @@ def test_allocator_with_every_port_bound_elsewhere_is_exhausted():
 
 
 def test_bind_pair_binds_rtp_on_the_even_port_and_rtcp_on_the_next():
-    base, held = free_pairs(1)
-    for s in held:
-        s.close()
-    pair = bind_pair(socket.AF_INET, HOST, 0)(base)
+    base, pair = pair_on_free_ports()
     try:
         assert pair.port == base
         assert pair.rtp.getsockname() == (HOST, base)
@@ -285,10 +290,7 @@ def test_bind_pair_binds_rtp_on_the_even_port_and_rtcp_on_the_next():
 
 
 def test_media_sockets_are_non_blocking_plain_sockets():
-    base, held = free_pairs(1)
-    for s in held:
-        s.close()
-    pair = bind_pair(socket.AF_INET, HOST, 0)(base)
+    _, pair = pair_on_free_ports()
     try:
         for sock in (pair.rtp, pair.rtcp):
             assert type(sock) is _socket.socket
@@ -300,10 +302,7 @@ def test_media_sockets_are_non_blocking_plain_sockets():
 
 
 def test_media_sockets_get_the_tos_on_ipv4():
-    base, held = free_pairs(1)
-    for s in held:
-        s.close()
-    pair = bind_pair(socket.AF_INET, HOST, 0xB8)(base)
+    _, pair = pair_on_free_ports(0xB8)
     try:
         for sock in (pair.rtp, pair.rtcp):
             assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB8
