@@ -73,11 +73,16 @@ def test_bare_path_notify_socket_matches_unix_target(rtpproxy):
     assert listener.read_line() == b"Tdialog42\n"
 
 
-def test_tcp_notification_and_persistent_connection(rtpproxy):
+def tcp_notifying(rtpproxy, host: str = "127.0.0.1"):
+    """A TCP listener on a free port, the -n target naming it via host, a daemon using it."""
     port = free_tcp_port()
     listener = Listener(socket.AF_INET, ("127.0.0.1", port))
-    target = f"tcp:127.0.0.1:{port}"
-    proxy = rtpproxy("-T", "1", "-n", target)
+    target = f"tcp:{host}:{port}"
+    return listener, target, rtpproxy("-T", "1", "-n", target)
+
+
+def test_tcp_notification_and_persistent_connection(rtpproxy):
+    listener, target, proxy = tcp_notifying(rtpproxy)
     proxy.cmd(f"U t3 127.0.0.1 4000 fa tb {target} first")
     assert listener.read_line() == b"first\n"
     proxy.cmd(f"U t4 127.0.0.1 4000 fa tb {target} second")
@@ -85,20 +90,14 @@ def test_tcp_notification_and_persistent_connection(rtpproxy):
 
 
 def test_cc_self_wildcard_connects_back_to_the_controller(rtpproxy):
-    port = free_tcp_port()
-    listener = Listener(socket.AF_INET, ("127.0.0.1", port))
-    target = f"tcp:%%CC_SELF%%:{port}"
-    proxy = rtpproxy("-T", "1", "-n", target)
+    listener, target, proxy = tcp_notifying(rtpproxy, "%%CC_SELF%%")
     assert proxy.cmd("VF 20150617") == "1"
     proxy.cmd(f"U t5 127.0.0.1 4000 fa tb {target} r%2042")
     assert listener.read_line() == b"r 42\n"
 
 
 def test_delete_and_x_never_notify(rtpproxy):
-    port = free_tcp_port()
-    listener = Listener(socket.AF_INET, ("127.0.0.1", port))
-    target = f"tcp:127.0.0.1:{port}"
-    proxy = rtpproxy("-T", "1", "-n", target)
+    listener, target, proxy = tcp_notifying(rtpproxy)
     proxy.cmd(f"U t6 127.0.0.1 4000 fa tb {target} gone")
     proxy.cmd(f"U t7 127.0.0.1 4000 fa tb {target} gone")
     assert proxy.cmd("D t6 fa tb") == "0"
