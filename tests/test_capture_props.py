@@ -31,21 +31,23 @@ def flows(draw):
     return (draw(host), draw(port)), (draw(host), draw(port))
 
 
+def capture(writer, flow, packets) -> bytes:
+    """A whole capture file: writer's header, then one record per (payload, time) of packets."""
+    src, dst = flow
+    return writer.file_header() + b"".join(writer.record(p, src, dst, t) for p, t in packets)
+
+
 @SETTINGS
 @given(flows(), st.lists(st.tuples(payloads, times), max_size=20))
 def test_adhoc_records_read_back_exactly(flow, packets):
-    src, dst = flow
-    writer = record.AdhocWriter()
-    blob = writer.file_header() + b"".join(writer.record(p, src, dst, t) for p, t in packets)
+    blob = capture(record.AdhocWriter(), flow, packets)
     assert [(d.data, d.arrival_s) for d in ea.parse_adhoc(blob)] == packets
 
 
 @SETTINGS
 @given(flows(), st.lists(st.tuples(payloads, times), max_size=20))
 def test_pcap_records_read_back_exactly(flow, packets):
-    src, dst = flow
-    writer = record.PcapWriter()
-    blob = writer.file_header() + b"".join(writer.record(p, src, dst, t) for p, t in packets)
+    blob = capture(record.PcapWriter(), flow, packets)
     got = list(ea.parse_pcap(blob))
     assert [d.data for d in got] == [p for p, _ in packets]
     assert all(abs(d.arrival_s - t) < 1e-5 for d, (_, t) in zip(got, packets, strict=True))
