@@ -79,31 +79,27 @@ def test_rtp_and_rtcp_packets_on_either_path_make_the_leg_active(rtcp, fast):
     assert not leg_active(sess, 1)
 
 
-def test_packets_read_but_ignored_do_not_make_the_leg_active():
+@pytest.mark.parametrize(
+    "leg,counters,active",
+    [
+        pytest.param(0, ["slow_rcvd", "nignored"], False, id="read but ignored"),
+        pytest.param(
+            1,
+            ["slow_rcvd", "slow_in", "ndropped", "nplayer_drop"],
+            False,
+            id="dropped for a player",
+        ),
+        pytest.param(
+            1, ["slow_rcvd", "slow_in", "ndropped"], True, id="dropped for lack of a destination"
+        ),
+    ],
+)
+def test_counted_but_not_relayed_packets_and_leg_activity(leg, counters, active):
     sess = session(5)
-    st = sess.rtp.streams[0]
-    st.slow_rcvd += 1
-    st.nignored += 1
-    assert not leg_active(sess, 0)
-
-
-def test_packets_dropped_for_a_player_do_not_make_the_leg_active():
-    sess = session(5)
-    st = sess.rtp.streams[1]
-    st.slow_rcvd += 1
-    st.slow_in += 1
-    st.ndropped += 1
-    st.nplayer_drop += 1
-    assert not leg_active(sess, 1)
-
-
-def test_packets_dropped_for_lack_of_a_destination_make_the_leg_active():
-    sess = session(5)
-    st = sess.rtp.streams[1]
-    st.slow_rcvd += 1
-    st.slow_in += 1
-    st.ndropped += 1
-    assert leg_active(sess, 1)
+    st = sess.rtp.streams[leg]
+    for name in counters:
+        setattr(st, name, getattr(st, name) + 1)
+    assert leg_active(sess, leg) is active
 
 
 # tick
@@ -137,22 +133,20 @@ def test_activity_resets_the_leg_timer_to_its_maximum(independent):
     assert sess.ttl[0] == 9
 
 
-def test_unified_timer_activity_on_one_leg_resets_both():
+@pytest.mark.parametrize(
+    "independent,ttl",
+    [
+        pytest.param(False, [9, 9], id="unified timer resets both legs"),
+        pytest.param(True, [6, 9], id="independent timer resets only that leg"),
+    ],
+)
+def test_activity_on_one_leg(independent, ttl):
     sess = session(10)
     for _ in range(3):
-        tick(sess, False)
+        tick(sess, independent)
     packet(sess, 1)
-    tick(sess, False)
-    assert sess.ttl == [9, 9]
-
-
-def test_independent_timer_activity_on_one_leg_resets_only_that_leg():
-    sess = session(10)
-    for _ in range(3):
-        tick(sess, True)
-    packet(sess, 1)
-    tick(sess, True)
-    assert sess.ttl == [6, 9]
+    tick(sess, independent)
+    assert sess.ttl == ttl
 
 
 def test_unified_timer_one_active_leg_keeps_the_session_alive():
