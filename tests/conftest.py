@@ -17,33 +17,15 @@ from rtpp.config import Config, ListenAddr
 @pytest.fixture
 def rtpproxy() -> Iterator[Callable[..., Proxy]]:
     """Factory: `start(*flags, ctrl="udp", ports=None, foreground=True, wait=True,
-    extra_env=None, wrap=()) -> Proxy`.
+    extra_env=None, command=None, wrap=()) -> Proxy`, the arguments of `start_proxy`.
 
     Adds `-f -F -p <tmp>/pid -d INFO`, a control socket and a distinct -m/-M range
     unless the flags already say otherwise; every daemon is stopped at teardown.
     """
     started: list[Proxy] = []
 
-    def start(
-        *flags: str,
-        ctrl: str = "udp",
-        ports: tuple[int, int] | None = None,
-        foreground: bool = True,
-        wait: bool = True,
-        extra_env: dict | None = None,
-        command: list[str] | None = None,
-        wrap: tuple[str, ...] = (),
-    ) -> Proxy:
-        proxy = start_proxy(
-            *flags,
-            ctrl=ctrl,
-            ports=ports,
-            foreground=foreground,
-            wait=wait,
-            extra_env=extra_env,
-            command=command,
-            wrap=wrap,
-        )
+    def start(*flags: str, **options) -> Proxy:
+        proxy = start_proxy(*flags, **options)
         started.append(proxy)
         return proxy
 
