@@ -8,6 +8,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -338,6 +339,16 @@ def wait_ready(proxy: Proxy, timeout: float = READY_TIMEOUT_S) -> str | None:
             last = repr(exc)
         time.sleep(0.05)
     return f"no V reply within {timeout}s ({last})"
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 one's-complement sum of data (0xFFFF over a header holding a valid checksum)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
 
 
 def start_proxy(

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import internet_checksum
 from rtpp.media.recording import record
 from rtpp.media.recording.record import FileWriter, RecordCounters, Recorder, RecordFormat
 
@@ -54,15 +55,6 @@ def record_file(
 
 
 # --- a small independent pcap reader ------------------------------------------------
-
-
-def internet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import UdpClient, rtpproxy_command
+from helpers import UdpClient, internet_checksum, rtpproxy_command
 from integration.media_util import Call, kamailio_call, rtp
 from rtpp.tools import g711
 
@@ -71,15 +71,6 @@ def parse_adhoc(path: str | Path) -> list[Rec]:
     return out
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def parse_pcap(path: str | Path) -> list[Rec]:
     """Classic pcap with synthetic Ethernet/IPv4/UDP frames; checksums are verified."""
     blob = Path(path).read_bytes()
@@ -96,13 +87,13 @@ def parse_pcap(path: str | Path) -> list[Rec]:
         assert frame[12:14] == b"\x08\x00"
         ip, udp = frame[14:34], frame[34:]
         assert ip[0] == 0x45 and ip[8] == 127 and ip[9] == 17
-        assert _csum(ip) == 0xFFFF, "bad IPv4 header checksum"
+        assert internet_checksum(ip) == 0xFFFF, "bad IPv4 header checksum"
         total_len = struct.unpack_from("!H", ip, 2)[0]
         assert total_len == 20 + len(udp)
         sport, dport, ulen, _ = struct.unpack_from("!HHHH", udp)
         assert ulen == len(udp)
         pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, ulen)
-        assert _csum(pseudo + udp) == 0xFFFF, "bad UDP checksum"
+        assert internet_checksum(pseudo + udp) == 0xFFFF, "bad UDP checksum"
         assert frame[2:6] == ip[16:20] and frame[8:12] == ip[12:16]  # MACs from the IPs
         src = (socket.inet_ntoa(ip[12:16]), sport)
         dst = (socket.inet_ntoa(ip[16:20]), dport)
