@@ -16,6 +16,7 @@ from integration.test_recording import (
     new_dir,
     parse_adhoc,
     parse_pcap,
+    recording_call,
     send_rtcp,
     wait_recorded,
 )
@@ -130,17 +131,13 @@ def test_copy_errors(rtpproxy):
     call = kamailio_call(proxy)
     assert proxy.cmd(f"C {call.call_id} name ftag;1 ttag;1") == "E65"  # no -r
     assert proxy.cmd("C nosuch udp:127.0.0.1:5000 ftag ttag") == "E50"
-    rec = new_dir("cperr")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec))
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "cperr")
     assert proxy.cmd(f"Cp {call.call_id} name ftag;1 ttag;1") == "E65"
     assert list(rec.iterdir()) == []
 
 
 def test_copy_to_a_file_under_the_record_dir(rtpproxy):
-    rec = new_dir("cfile")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec))
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "cfile")
     assert proxy.cmd(f"C {call.call_id} mycopy ttag;1 ftag;1") == "0"
     sent = callee_packets(call, 12)
     caller_packets(call, 3)
@@ -155,9 +152,7 @@ def test_copy_to_a_file_under_the_record_dir(rtpproxy):
 
 
 def test_single_file_copy_with_pcap(rtpproxy):
-    rec = new_dir("cs")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "cs", "-P")
     assert proxy.cmd(f"Cs {call.call_id} onefile ftag;1 ttag;1") == "0"
     sent = caller_packets(call, 7)
     assert call.delete() == "0"
@@ -166,9 +161,7 @@ def test_single_file_copy_with_pcap(rtpproxy):
 
 
 def test_single_file_copies_of_both_legs_share_one_file(rtpproxy):
-    rec = new_dir("cs4")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "cs4", "-P")
     assert proxy.cmd(f"Cs {call.call_id} both.pcap ftag;1 ttag;1") == "0"
     assert proxy.cmd(f"Cs {call.call_id} both.pcap ttag;1") == "E50"  # no such session
     assert proxy.cmd(f"Cs {call.call_id} both.pcap ttag;1 ftag;1") == "0"
@@ -179,9 +172,7 @@ def test_single_file_copies_of_both_legs_share_one_file(rtpproxy):
 
 
 def test_single_file_copy_never_replaces_a_recording_of_the_leg(rtpproxy):
-    rec = new_dir("cs2")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "cs2", "-P")
     assert proxy.cmd(f"C {call.call_id} first ftag;1 ttag;1") == "0"
     assert proxy.cmd(f"Cs {call.call_id} second ftag;1 ttag;1") == "E65"
     assert proxy.cmd(f"Cs {call.call_id} other ttag;1 ftag;1") == "0"  # the other leg
@@ -199,9 +190,7 @@ def test_single_file_copy_never_replaces_a_recording_of_the_leg(rtpproxy):
 
 
 def test_copy_and_record_of_one_leg_coexist(rtpproxy):
-    rec = new_dir("cr")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-R")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "cr", "-R")
     listener = UdpClient()
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     assert proxy.cmd(f"C {call.call_id} udp:127.0.0.1:{listener.port} ftag;1 ttag;1") == "0"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import UdpClient, internet_checksum, rtpproxy_command
+from helpers import Proxy, UdpClient, internet_checksum, rtpproxy_command
 from integration.media_util import Call, kamailio_call, rtp
 from rtpp.tools import g711
 
@@ -225,6 +225,13 @@ def new_dir(tag: str) -> Path:
     return path
 
 
+def recording_call(rtpproxy, tag: str, *flags: str) -> tuple[Path, Proxy, Call]:
+    """A daemon on 127.0.0.1 recording into a fresh new_dir(tag), with one call set up."""
+    rec = new_dir(tag)
+    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), *flags)
+    return rec, proxy, kamailio_call(proxy)
+
+
 @pytest.fixture(autouse=True)
 def _remove_dirs():
     yield
@@ -266,9 +273,7 @@ def check_adhoc(recs: list[Rec], sent: list[bytes], sender: tuple, t0: float, t1
 
 
 def test_r_records_each_direction_in_adhoc_files(rtpproxy):
-    rec = new_dir("r")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec))
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "r")
     t0 = time.time()
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     sent_a = caller_packets(call, 40)
@@ -292,9 +297,7 @@ def test_r_records_each_direction_in_adhoc_files(rtpproxy):
 
 
 def test_dash_capital_r_writes_no_rtcp_files(rtpproxy):
-    rec = new_dir("R")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-R")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "R", "-R")
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     assert proxy.cmd(f"R {call.call_id} ttag;1 ftag;1") == "0"
     sent = caller_packets(call, 3)
@@ -328,9 +331,7 @@ def test_r_errors(rtpproxy):
 
 
 def test_pcap_per_stream_files(rtpproxy):
-    rec = new_dir("P")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "P", "-P")
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     assert proxy.cmd(f"R {call.call_id} ttag;1 ftag;1") == "0"
     sent_a = caller_packets(call, 25)  # odd and even lengths
@@ -351,9 +352,7 @@ def test_pcap_per_stream_files(rtpproxy):
 
 
 def test_pcap_single_file_holds_both_directions(rtpproxy):
-    rec = new_dir("Ps")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "Ps", "-P")
     assert proxy.cmd(f"Rs {call.call_id} ftag;1 ttag;1") == "0"
     assert proxy.cmd(f"Rs {call.call_id} ttag;1 ftag;1") == "0"
     assert proxy.cmd(f"Rs {call.call_id} ttag;1 ftag;1") == "E50"  # already recorded
@@ -391,9 +390,7 @@ def test_pcap_single_file_holds_both_directions(rtpproxy):
 
 
 def test_dash_a_records_every_session_from_creation(rtpproxy):
-    rec = new_dir("a")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-a")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "a", "-a")
     sent_a = caller_packets(call, 10)
     sent_b = callee_packets(call, 10)
     assert call.delete() == "0"
@@ -405,9 +402,7 @@ def test_dash_a_records_every_session_from_creation(rtpproxy):
 
 
 def test_dash_a_with_pcap_writes_one_file(rtpproxy):
-    rec = new_dir("aP")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-a", "-P", "-R")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "aP", "-a", "-P", "-R")
     sent = []
     for i in range(10):
         sent += caller_packets(call, 1, first=i) + callee_packets(call, 1, first=i)
@@ -451,9 +446,7 @@ def test_spool_on_another_file_system_still_ends_in_record_dir(rtpproxy):
 
 
 def test_n_closes_the_file_and_later_packets_are_not_written(rtpproxy):
-    rec = new_dir("N")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec))
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "N")
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     sent = caller_packets(call, 5)
     assert proxy.cmd(f"N {call.call_id} ftag;1 ttag;1") == "0"
@@ -466,9 +459,7 @@ def test_n_closes_the_file_and_later_packets_are_not_written(rtpproxy):
 
 
 def test_na_stops_both_directions(rtpproxy):
-    rec = new_dir("Na")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec), "-P")
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "Na", "-P")
     assert proxy.cmd(f"Rs {call.call_id} ftag;1 ttag;1") == "0"
     assert proxy.cmd(f"Rs {call.call_id} ttag;1 ftag;1") == "0"
     sent = caller_packets(call, 3) + callee_packets(call, 3)
@@ -555,9 +546,7 @@ def test_read_only_record_dir(rtpproxy, pcap):
 
 
 def test_record_dir_removed_mid_call(rtpproxy):
-    rec = new_dir("rm")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec))
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "rm")
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     caller_packets(call, 40)
     shutil.rmtree(rec)
@@ -711,9 +700,7 @@ def test_two_media_streams_of_one_call_do_not_share_a_file(rtpproxy):
 
 
 def test_r_after_n_keeps_the_first_recording(rtpproxy):
-    rec = new_dir("rn")
-    proxy = rtpproxy("-l", "127.0.0.1", "-r", str(rec))
-    call = kamailio_call(proxy)
+    rec, proxy, call = recording_call(rtpproxy, "rn")
     assert proxy.cmd(f"R {call.call_id} ftag;1 ttag;1") == "0"
     first = caller_packets(call, 5)
     assert proxy.cmd(f"N {call.call_id} ftag;1 ttag;1") == "0"
