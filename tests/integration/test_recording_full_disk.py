@@ -72,7 +72,10 @@ def extractaudio_scan(path: Path) -> int:
     return int(done.stdout.strip().rsplit(":", 1)[1])
 
 
-def record_call(rtpproxy, mnt: Path, pcap: bool, count: int):
+def record_call(rtpproxy, mnt: Path, pcap: bool, count: int, leave_pages: int, error: str):
+    """Record a call of `count` packets on `mnt` filled up to `leave_pages` pages, then wait
+    for the daemon's `error` log line and for it to finish with the file."""
+    fill(mnt, leave_pages)
     flags = ["-r", str(mnt), "-R"] + (["-P"] if pcap else [])
     proxy = rtpproxy(*flags)
     call = kamailio_call(proxy)
@@ -81,25 +84,21 @@ def record_call(rtpproxy, mnt: Path, pcap: bool, count: int):
         packet = rtp(seq, seq * 160, 0x4242, bytes(172))
         assert call.a_to_b(packet)[0] == packet  # relaying goes on whatever the disk does
     assert call.delete() == "0"
+    wait_for(lambda: error in proxy.stderr_text(), 5.0, what=f"the {error!r} line")
+    time.sleep(0.3)
     return proxy, call
 
 
 @pytest.mark.parametrize("pcap", [False, True], ids=["adhoc", "pcap"])
 def test_no_room_even_for_the_header_leaves_no_file(rtpproxy, tiny_fs, pcap):
-    fill(tiny_fs, 0)
-    proxy, _ = record_call(rtpproxy, tiny_fs, pcap, 40)
-    wait_for(lambda: "file removed" in proxy.stderr_text(), 5.0, what="the error line")
-    time.sleep(0.3)
+    proxy, _ = record_call(rtpproxy, tiny_fs, pcap, 40, 0, "file removed")
     assert recordings(tiny_fs) == []
     assert proxy.cmd("G nrec_errors") == "1"
 
 
 @pytest.mark.parametrize("pcap", [False, True], ids=["adhoc", "pcap"])
 def test_a_disk_full_mid_call_leaves_whole_records(rtpproxy, tiny_fs, pcap):
-    fill(tiny_fs, 2)
-    proxy, call = record_call(rtpproxy, tiny_fs, pcap, 120)
-    wait_for(lambda: "recording of this file stopped" in proxy.stderr_text(), 5.0, what="error")
-    time.sleep(0.3)
+    proxy, call = record_call(rtpproxy, tiny_fs, pcap, 120, 2, "recording of this file stopped")
     files = recordings(tiny_fs)
     assert [p.name for p in files] == [f"{call.call_id}=ftag.o.rtp"]
     path = files[0]
