@@ -71,6 +71,18 @@ def hand_over(proxy: Proxy, timeout: float = HANDOFF_TIMEOUT_S) -> int:
     pytest.fail(f"no handoff from {old} within {timeout} s:\n{proxy.stderr_text()[-3000:]}")
 
 
+def failed_hand_over(proxy: Proxy, timeout: float = 20.0) -> int:
+    """SIGUSR2 to the serving process when no successor can take over; its pid, once it
+    has logged that it goes on serving."""
+    old = serving_pid(proxy)
+    os.kill(old, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while "this process serves on" not in proxy.stderr_text():
+        assert time.monotonic() < deadline, proxy.stderr_text()[-3000:]
+        time.sleep(0.05)
+    return old
+
+
 def udp_cmd(addr: tuple, text: str, timeout: float = 10.0) -> str:
     cookie = secrets.token_hex(6)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -341,12 +353,7 @@ def test_failed_handoff_leaves_the_old_process_serving(rtpproxy, case):
     load.start()
     try:
         time.sleep(0.5)
-        old = serving_pid(proxy)
-        os.kill(old, signal.SIGUSR2)
-        deadline = time.monotonic() + 20
-        while "this process serves on" not in proxy.stderr_text():
-            assert time.monotonic() < deadline, proxy.stderr_text()[-3000:]
-            time.sleep(0.05)
+        old = failed_hand_over(proxy)
         time.sleep(0.5)
         assert proxy.cmd("V") == "20040107"
         assert serving_pid(proxy) == old and proxy.alive()

@@ -5,8 +5,6 @@ three-handoff and the unprivileged cases are in tests/integration/test_kernel_of
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from helpers import short_tmpdir
 from integration.test_handoff import (
     PY,
     copy_of_executable,
+    failed_hand_over,
     replace_file,
     serving_pid,
 )
@@ -39,12 +38,7 @@ def test_a_failed_handoff_leaves_the_kernel_route_untouched(rtpproxy, lab):
     streams = Streams(call)
     streams.start()
     try:
-        old = serving_pid(proxy)
-        os.kill(old, signal.SIGUSR2)
-        deadline = time.monotonic() + 20
-        while "this process serves on" not in proxy.stderr_text():
-            assert time.monotonic() < deadline, proxy.stderr_text()[-3000:]
-            time.sleep(0.05)
+        old = failed_hand_over(proxy)
         time.sleep(0.3)
     finally:
         streams.stop()
