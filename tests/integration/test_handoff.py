@@ -488,3 +488,46 @@ def test_the_greenlet_driver_hands_over_too(rtpproxy):
             assert dst.received_from(src.ssrc) == (src.nsent, 0)
     assert proxy.cmd("I").count("\n") >= 4
     assert proxy.stderr_text().count("live handoff done") == 2
+
+
+def test_a_session_mirror_keeps_copying_through_handoffs(rtpproxy):
+    """`U ... && C`: both directions of one call copied out of another session's ports
+    go on, every packet once, through two handoffs; a mirror into a session that has
+    ended no longer holds one up."""
+    proxy = rtpproxy("-l", "127.0.0.1")
+    load = MediaLoad()
+
+    def session(call_id: str, ssrc: int) -> tuple:
+        a, b = load.endpoint(ssrc), load.endpoint(ssrc + 1)
+        port_a = int(proxy.cmd(f"U {call_id} 127.0.0.1 {a.sock.getsockname()[1]} fa").split()[0])
+        port_b = int(proxy.cmd(f"L {call_id} 127.0.0.1 {b.sock.getsockname()[1]} fa tb").split()[0])
+        a.dest, b.dest = ("127.0.0.1", port_b), ("127.0.0.1", port_a)
+        return a, b
+
+    a, b = session("talk", 0x5000)
+    tap_a, tap_b = session("tap", 0x6000)
+    tap_port = tap_a.sock.getsockname()[1]
+    reply = proxy.cmd(f"U tap 127.0.0.1 {tap_port} fa tb && C talk fa tb")
+    assert reply == f"{tap_b.dest[1]} 127.0.0.1"
+    tap_a.sending = tap_b.sending = False
+    load.start()
+    try:
+        for _ in range(2):
+            time.sleep(0.5)
+            hand_over(proxy)
+        time.sleep(0.5)
+        copied = {src: src.nsent for src in (a, b)}  # all copied well before the D
+        time.sleep(0.3)
+        assert proxy.cmd("D tap fa tb") == "0"
+        hand_over(proxy)
+        time.sleep(0.5)
+        load.stop_sending(settle_s=0.5)
+    finally:
+        load.close()
+    for src, dst, tap in ((a, b, tap_a), (b, a, tap_b)):
+        assert dst.received_from(src.ssrc) == (src.nsent, 0)
+        bitmap, unique, dups, _ = tap.got[src.ssrc]
+        assert dups == 0 and copied[src] <= unique < src.nsent
+        assert all(bitmap[n >> 3] & (1 << (n & 7)) for n in range(unique)), "a gap in the copy"
+    assert "refused" not in proxy.stderr_text()
+    assert proxy.stderr_text().count("live handoff done") == 3

@@ -6,6 +6,9 @@ the handoff waits in the kernel. Recordings continue into the same open files (t
 old process writes out its buffers first). Players continue their schedule: times
 are CLOCK_MONOTONIC, which every process of one boot shares.
 
+A session mirror (`U ... && C`) is carried as the position of the stream its copy
+leaves from; the new process links it once every session is back.
+
 The old process: `refusal`, `quiesce` (stop reading, flush), `snapshot`, `resume`.
 The new one: `restore` (its driver paused: nothing is read yet), then `activate`
 after GO.
@@ -74,7 +77,7 @@ SCHEDULE_FIELDS = (
     "packets_per_loop",
     "total",
 )
-RECORDER_KINDS = (Recorder, RoutedLocal, SwappedRtcp, RemoteCopy)
+HANDED_KINDS = (Recorder, RoutedLocal, SwappedRtcp, RemoteCopy, StreamMirror)
 
 
 def _streams(app):
@@ -88,10 +91,8 @@ def _streams(app):
 def refusal(app) -> str | None:
     for st in _streams(app):
         for att in (st.recorder, st.copier):
-            if att is None or isinstance(att, RECORDER_KINDS):
-                continue
-            kind = "a session mirror (C sub-command)" if isinstance(att, StreamMirror) else att
-            return f"session {st.session.call_id!r} has {kind}, which cannot be handed over"
+            if att is not None and not isinstance(att, HANDED_KINDS):
+                return f"session {st.session.call_id!r} has {att}, which cannot be handed over"
     return None
 
 
@@ -156,11 +157,14 @@ def snapshot(app, fds: FdTable) -> dict:
     rec_docs: list[dict] = []
     kernel = app.media.kernel
     handed_kernel = kernel.export() if kernel is not None else None  # counters first
+    places = _stream_places(app)
     sessions = []
     for sess in app.sessions:
         sess_doc = {"call_id": sess.call_id, "from_tag": sess.from_tag}
         sess_doc.update(dump_fields(sess, SESSION_FIELDS))
-        sess_doc["streams"] = [_stream_doc(st, fds, recorders, rec_docs) for st in sess.streams()]
+        sess_doc["streams"] = [
+            _stream_doc(st, fds, recorders, rec_docs, places) for st in sess.streams()
+        ]
         sessions.append(sess_doc)
     media = app.media
     return {
@@ -178,7 +182,14 @@ def snapshot(app, fds: FdTable) -> dict:
     }
 
 
-def _stream_doc(st: Stream, fds: FdTable, recorders: dict, rec_docs: list) -> dict:
+def _stream_places(app) -> dict[int, list[int]]:
+    """id(Stream) -> [its session's index in the snapshot, its index in `streams()`]."""
+    return {
+        id(st): [i, j] for i, sess in enumerate(app.sessions) for j, st in enumerate(sess.streams())
+    }
+
+
+def _stream_doc(st: Stream, fds: FdTable, recorders: dict, rec_docs: list, places: dict) -> dict:
     doc = dump_fields(st, STREAM_FIELDS)
     doc["laddr"] = None if st.laddr is None else encode(_laddr_tuple(st.laddr))
     doc["sock"] = None if st.sock is None else fds.add(st.sock.fileno())
@@ -189,8 +200,8 @@ def _stream_doc(st: Stream, fds: FdTable, recorders: dict, rec_docs: list) -> di
         doc["analyzer"] = dump_fields(st.analyzer, ANALYZER_FIELDS)
     if st.resizer is not None:
         doc["resizer"] = _resizer_doc(st.resizer)
-    doc["recorder"] = _attachment_doc(st.recorder, fds, recorders, rec_docs)
-    doc["copier"] = _attachment_doc(st.copier, fds, recorders, rec_docs)
+    doc["recorder"] = _attachment_doc(st.recorder, fds, recorders, rec_docs, places)
+    doc["copier"] = _attachment_doc(st.copier, fds, recorders, rec_docs, places)
     if st.player is not None:
         doc["player"] = {
             "schedule": dump_fields(st.player.schedule, SCHEDULE_FIELDS),
@@ -211,9 +222,12 @@ def _resizer_doc(resizer: Resizer) -> dict:
     return doc
 
 
-def _attachment_doc(att, fds: FdTable, recorders: dict, rec_docs: list) -> dict | None:
+def _attachment_doc(att, fds: FdTable, recorders: dict, rec_docs: list, places: dict) -> Any:
     if att is None:
         return None
+    if isinstance(att, StreamMirror):  # out of a session that has ended: copies nothing
+        place = places.get(id(att.target))
+        return None if place is None else {"kind": "mirror", "from": place}
     if isinstance(att, RemoteCopy):
         return {
             "kind": "remote",
@@ -266,8 +280,14 @@ def restore(app, doc: dict, fds: FdSource) -> list:
     rec_docs = doc.get("recorders", [])
     recorders: dict[int, Recorder] = {}
     players: list = []
-    for sess_doc in doc.get("sessions", []):
-        _restore_session(app, sess_doc, fds, rec_docs, recorders, players)
+    mirrors: list[StreamMirror] = []
+    restored = [
+        _restore_session(app, sess_doc, fds, rec_docs, recorders, (players, mirrors))
+        for sess_doc in doc.get("sessions", [])
+    ]
+    for mirror in mirrors:
+        i, j = mirror.target
+        mirror.target = restored[i].streams()[j]
     handed_kernel = doc.get("kernel")
     if media.kernel is not None:
         media.kernel.adopt(handed_kernel or [], app.sessions)
@@ -290,13 +310,13 @@ def restore(app, doc: dict, fds: FdSource) -> list:
     return players
 
 
-def _restore_session(app, doc, fds, rec_docs, recorders, players) -> None:
+def _restore_session(app, doc, fds, rec_docs, recorders, pending) -> Session:
     media = app.media
     sess = Session(doc["call_id"], doc["from_tag"], 0.0, 0.0)
     load_fields(sess, doc, SESSION_FIELDS)
     streams = sess.streams()
     for st, sdoc in zip(streams, doc["streams"], strict=True):
-        _restore_stream(app, st, sdoc, fds, rec_docs, recorders, players)
+        _restore_stream(app, st, sdoc, fds, rec_docs, recorders, pending)
     for index in (0, 1):
         rtp = sess.rtp.streams[index]
         if rtp.sock is not None:
@@ -307,10 +327,14 @@ def _restore_session(app, doc, fds, rec_docs, recorders, players) -> None:
         if st.sock is not None:
             media.driver.watch(st)
     sess._reroute()  # the routes, twins included, as the old process had them
+    return sess
 
 
-def _restore_stream(app, st: Stream, doc, fds, rec_docs, recorders, players) -> None:
+def _restore_stream(app, st: Stream, doc, fds, rec_docs, recorders, pending) -> None:
+    """`pending`: (players, mirrors), the lists of what waits for GO and for every
+    session to be back."""
     media = app.media
+    players, mirrors = pending
     load_fields(st, doc, STREAM_FIELDS)
     if doc.get("laddr") is not None:
         st.laddr = _find_laddr(app.config, decode(doc["laddr"]))
@@ -333,8 +357,11 @@ def _restore_stream(app, st: Stream, doc, fds, rec_docs, recorders, players) -> 
         st.analyzer = RtpAnalyzer()
     if "resizer" in doc:
         st.resizer = _restore_resizer(doc["resizer"])
-    st.recorder = _restore_attachment(app, st, doc.get("recorder"), fds, rec_docs, recorders)
-    st.copier = _restore_attachment(app, st, doc.get("copier"), fds, rec_docs, recorders)
+    for slot in ("recorder", "copier"):
+        att = _restore_attachment(app, st, doc.get(slot), fds, rec_docs, recorders)
+        if isinstance(att, StreamMirror):
+            mirrors.append(att)
+        setattr(st, slot, att)
     if "player" in doc:
         schedule = PromptSchedule.__new__(PromptSchedule)
         load_fields(schedule, doc["player"]["schedule"], SCHEDULE_FIELDS)
@@ -366,6 +393,8 @@ def _restore_attachment(app, st, doc, fds, rec_docs, recorders) -> Any:
         return None
     if doc["kind"] == "remote":
         return _restore_remote(app, doc, fds)
+    if doc["kind"] == "mirror":
+        return StreamMirror(tuple(doc["from"]))  # its stream, once every session is back
     index = doc["recorder"]
     rec = recorders.get(index)
     if rec is None:
