@@ -28,6 +28,7 @@ from helpers import (
 )
 from helpers import _flag_value as _flag_value
 from integration.media_load import MediaLoad
+from integration.media_util import kamailio_call, rtp
 from integration.test_recording import parse_adhoc
 from integration.test_timeouts import Listener
 
@@ -367,6 +368,23 @@ def test_failed_handoff_leaves_the_old_process_serving(rtpproxy, case):
         assert dst.received_from(src.ssrc) == (src.nsent, 0), case
     assert a.nsent > 40
     assert not [p for p in child_pids_of_group(old) if p != old], "the successor is gone"
+
+
+def test_a_successor_refusing_the_edited_configuration_leaves_the_old_process_serving(rtpproxy):
+    """The real program as successor, its --config file broken since the start: it
+    refuses to start, the old process serves on with the same calls."""
+    config = Path(short_tmpdir()) / "rtpproxy.conf"
+    config.write_text("# nothing to load\n")
+    proxy = rtpproxy("-l", "127.0.0.1", "--config", str(config))
+    call = kamailio_call(proxy)
+    config.write_text("modules {\n  acct_csv {\n  }\n")  # unbalanced: unparsable
+    old = failed_hand_over(proxy)
+    assert "line 4: missing '}'" in proxy.stderr_text()  # the successor says why
+    lines = [ln for ln in proxy.stderr_text().splitlines() if "serves on" in ln]
+    assert len(lines) == 1 and "exited with status 1 before it was ready" in lines[0], lines
+    pkt = rtp(1, 160, 0x99, b"k" * 160)
+    assert call.a_to_b(pkt)[0] == pkt and call.b_to_a(pkt)[0] == pkt
+    assert serving_pid(proxy) == old and proxy.cmd(f"Q {call.call_id} ftag;1 ttag;1")[0] != "E"
 
 
 def child_pids_of_group(pid: int) -> list[int]:
