@@ -65,8 +65,10 @@ def _is_container_init(pid: int) -> bool:
 
 
 class Container:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, binds: tuple[str, ...] = ()) -> None:
+        """`binds`: directories of this machine to show at the same path, read-only."""
         self.workdir = workdir
+        self.binds = binds
         self.log_path = workdir / "boot.log"
         self.name = f"rtpp-test-{os.getpid()}"
         self.proc: subprocess.Popen | None = None
@@ -83,6 +85,7 @@ class Container:
             "/",
             "--volatile=yes",
             "--overlay=/usr::/usr",
+            *(f"--bind-ro={path}" for path in self.binds),
             "--boot",
             "systemd.firstboot=off",
             *(f"systemd.mask={unit}" for unit in MASKED),
