@@ -265,7 +265,7 @@ class Daemon:
         self.server.start(self.app)
         self._install_signals()
         self.pidfile.rewrite()
-        main_pid.announce(SERVING_STATUS, takeover.old_pid)
+        main_pid.announce(SERVING_STATUS, takeover.old_pid, takeover.release)
         log.info("rtpproxy took over from the previous process, pid %d", os.getpid())
         return self._main_loop()
 

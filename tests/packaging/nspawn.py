@@ -4,7 +4,8 @@ overlay) under a fresh systemd as PID 1, on its own loopback-only network.
     systemd-nspawn --register=no --keep-unit --private-network -D / --volatile=yes
                    --overlay=/usr::/usr --boot systemd.firstboot=off ...
 
-The root is a tmpfs, so nothing the container does reaches this machine's files;
+The root is a tmpfs, so nothing the container does reaches this machine's files
+(directories given as `binds` appear read-only at the same path);
 `run` executes a command in all of its namespaces, `net_run` only in its network
 namespace (this machine's files, the container's loopback), `path` reaches its files.
 """

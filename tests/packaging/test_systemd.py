@@ -1,7 +1,9 @@
 """The Debian package under a real systemd (a throw-away container, tests/packaging/
 nspawn.py): install starts the unit (Type=notify), its sandboxing is in force, reload
 is a live handoff that systemd follows (MAINPID), an upgrade to a newer package hands
-a call in progress over without losing a packet, and stop stops it.
+a call in progress over without losing a packet, and stop stops it. The same unit
+running the daemon from source (the interpreter as the main process) follows a reload
+and stops cleanly too.
 
 The tests run in file order against one container and one installation.
 """
@@ -278,8 +280,11 @@ def source_unit() -> str:
     unit = re.sub(
         r"(?m)^(RuntimeDirectory|StateDirectory|LogsDirectory)=.*$", r"\1=rtpproxy-source", unit
     )
-    # The interpreter or the source tree may live in a home directory.
-    return re.sub(r"(?m)^ProtectHome=.*$", "ProtectHome=read-only", unit)
+    # The interpreter or the source tree may live in a home directory, or in /tmp.
+    unit = re.sub(r"(?m)^ProtectHome=.*$", "ProtectHome=read-only", unit)
+    if any(p.startswith(("/tmp/", "/var/tmp/")) for p in source_binds()):
+        unit = re.sub(r"(?m)^PrivateTmp=.*$", "PrivateTmp=no", unit)
+    return unit
 
 
 def test_from_source_the_unit_follows_a_handoff_and_stops_cleanly(container):

@@ -11,6 +11,10 @@ names before the old process exits is alien:
 - run from source (and any build where the daemon is the main process): MAINPID= the
   daemon, then, once it has been handed to systemd, a stand-in child of ours for a
   moment and the daemon again, so that systemd looks at it afresh.
+
+The old process must not exit before systemd has read the first MAINPID= either: a
+main process that exits with no successor named makes systemd stop the unit (and kill
+the successor). So the successor releases it only after a barrier (BARRIER=1).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import gevent
 
@@ -41,16 +46,21 @@ STAND_IN = (
 )
 
 
-def announce(status: str, old_pid: int | None) -> None:
-    """The successor serves: name it to systemd (READY=1 and `status` too), and once the
-    old process (`old_pid`, which started this one) is gone, name the process systemd
-    should supervise from now on."""
+def announce(status: str, old_pid: int | None, release: Callable[[], None]) -> None:
+    """The successor serves: name it to systemd (READY=1 and `status` too), `release`
+    the old process (`old_pid`, which started this one) once systemd has read that, and
+    once the old process is gone, name the process systemd should supervise from now on."""
     if not sdnotify.notify(f"MAINPID={os.getpid()}\nREADY=1\nSTATUS={status}"):
+        release()
         return
-    spawn_logged(_follow_adoption, service_pid(), old_pid, name="main_pid")
+    spawn_logged(_follow_adoption, service_pid(), old_pid, release, name="main_pid")
 
 
-def _follow_adoption(main: int, old_pid: int | None) -> None:
+def _follow_adoption(main: int, old_pid: int | None, release: Callable[[], None]) -> None:
+    try:
+        sdnotify.barrier(BARRIER_S)  # the old main process must not exit before this
+    finally:
+        release()
     _wait_adopted(main, old_pid)
     if main != os.getpid():
         named = sdnotify.notify(f"MAINPID={main}")
@@ -91,6 +101,9 @@ def _renew(main: int) -> bool:
     try:
         sdnotify.notify(f"MAINPID={stand_in.pid}")
         sdnotify.barrier(BARRIER_S)  # the stand-in must live until systemd has seen it
+        if stand_in.poll() is not None:
+            log.warning("can't renew the main PID for systemd: the stand-in exited at once")
+            return False
         named = sdnotify.notify(f"MAINPID={main}")
         sdnotify.barrier(BARRIER_S)
         return named

@@ -79,6 +79,13 @@ class Takeover:
             self.quit()
         if msg.kind != protocol.GO:
             self.quit()
+
+    def release(self) -> None:
+        """SERVING: the old process may exit (the service manager knows our pid)."""
+        try:
+            self.channel.send(protocol.SERVING)
+        except ChannelError:
+            pass  # an older version does not wait for it
         self.channel.close()
 
     def refuse(self, reason: str) -> None:
