@@ -20,9 +20,9 @@ from rtpp.control.spec import parse_spec
 
 # The handoff code runs when the executable on disk may already be a newer one: a
 # one-file build could no longer import it then, so it is imported now.
-from rtpp.handoff import carrier, media_state, receiver, sender
+from rtpp.handoff import carrier, main_pid, media_state, receiver, sender
 from rtpp.handoff.archive import pin_archive
-from rtpp.handoff.successor import Executable, service_pid
+from rtpp.handoff.successor import Executable
 from rtpp.media.notify import NotifyConfigError
 from rtpp.spawn import spawn_logged
 
@@ -265,33 +265,9 @@ class Daemon:
         self.server.start(self.app)
         self._install_signals()
         self.pidfile.rewrite()
-        self._tell_service_manager()
+        main_pid.announce(SERVING_STATUS, takeover.old_pid, takeover.release)
         log.info("rtpproxy took over from the previous process, pid %d", os.getpid())
         return self._main_loop()
-
-    def _tell_service_manager(self) -> None:
-        """MAINPID for systemd: this process now, its bootloader once that is systemd's.
-
-        A one-file build's bootloader is the process to supervise, but systemd regards
-        a main process that is not its child as "alien" (it would not wait for it to
-        stop) and looks again only when MAINPID names a different pid. So: this
-        process first (the old main process may exit now), then, once the old
-        process is gone and the bootloader has been handed to systemd, the bootloader.
-        """
-        if not sdnotify.notify(f"MAINPID={os.getpid()}\nREADY=1\nSTATUS={SERVING_STATUS}"):
-            return
-        if service_pid() != os.getpid():
-            spawn_logged(
-                self._main_pid_to_bootloader, parent_of(os.getppid()), name="main_pid_to_bootloader"
-            )
-
-    def _main_pid_to_bootloader(self, old_parent: int | None) -> None:
-        bootloader = os.getppid()
-        for _ in range(200):
-            if parent_of(bootloader) != old_parent:
-                break
-            gevent.sleep(0.05)
-        sdnotify.notify(f"MAINPID={bootloader}")
 
     def _start_handoff(self) -> None:
         if self._handoff is not None:
@@ -405,14 +381,6 @@ class Daemon:
         sdnotify.notify("STATUS=Exited")
         log.info("rtpproxy ended")
         logging.shutdown()
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _import_app():

@@ -4,7 +4,8 @@ overlay) under a fresh systemd as PID 1, on its own loopback-only network.
     systemd-nspawn --register=no --keep-unit --private-network -D / --volatile=yes
                    --overlay=/usr::/usr --boot systemd.firstboot=off ...
 
-The root is a tmpfs, so nothing the container does reaches this machine's files;
+The root is a tmpfs, so nothing the container does reaches this machine's files
+(directories given as `binds` appear read-only at the same path);
 `run` executes a command in all of its namespaces, `net_run` only in its network
 namespace (this machine's files, the container's loopback), `path` reaches its files.
 """
@@ -65,8 +66,10 @@ def _is_container_init(pid: int) -> bool:
 
 
 class Container:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, binds: tuple[str, ...] = ()) -> None:
+        """`binds`: directories of this machine to show at the same path, read-only."""
         self.workdir = workdir
+        self.binds = binds
         self.log_path = workdir / "boot.log"
         self.name = f"rtpp-test-{os.getpid()}"
         self.proc: subprocess.Popen | None = None
@@ -83,6 +86,7 @@ class Container:
             "/",
             "--volatile=yes",
             "--overlay=/usr::/usr",
+            *(f"--bind-ro={path}" for path in self.binds),
             "--boot",
             "systemd.firstboot=off",
             *(f"systemd.mask={unit}" for unit in MASKED),

@@ -1,7 +1,9 @@
 """The Debian package under a real systemd (a throw-away container, tests/packaging/
 nspawn.py): install starts the unit (Type=notify), its sandboxing is in force, reload
 is a live handoff that systemd follows (MAINPID), an upgrade to a newer package hands
-a call in progress over without losing a packet, and stop stops it.
+a call in progress over without losing a packet, and stop stops it. The same unit
+running the daemon from source (the interpreter as the main process) follows a reload
+and stops cleanly too.
 
 The tests run in file order against one container and one installation.
 """
@@ -74,14 +76,36 @@ def debs(tmp_path_factory) -> tuple[Path, Path]:
     return first, newer
 
 
+def source_binds() -> tuple[str, ...]:
+    """What the daemon run from source needs of this machine beyond /usr: the source
+    tree, the virtualenv and the interpreter it was made from."""
+    paths: list[str] = []
+    for path in sorted(
+        {str(REPO), os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    ):
+        if path == "/usr" or path.startswith("/usr/"):
+            continue  # the container has this machine's /usr
+        if not any(path.startswith(p.rstrip("/") + "/") for p in paths):
+            paths.append(path)
+    return tuple(paths)
+
+
 @pytest.fixture(scope="module")
-def box(tmp_path_factory, debs) -> Iterator[Container]:
-    container = Container(tmp_path_factory.mktemp("nspawn"))
+def container(tmp_path_factory) -> Iterator[Container]:
+    container = Container(tmp_path_factory.mktemp("nspawn"), binds=source_binds())
     try:
         container.boot()
     except RuntimeError as exc:
         container.poweroff()
         pytest.fail(str(exc))
+    try:
+        yield container
+    finally:
+        container.poweroff()
+
+
+@pytest.fixture(scope="module")
+def box(container, debs) -> Container:
     # The container's /var is empty: give dpkg this machine's package database.
     shutil.copytree("/var/lib/dpkg", container.path("/var/lib/dpkg"), dirs_exist_ok=True)
     container.path("/var/lib/dpkg/statoverride").write_text("")  # names this machine's groups
@@ -100,14 +124,15 @@ def box(tmp_path_factory, debs) -> Iterator[Container]:
     # reloading or stopping the service, as it does on a real appliance; the container's
     # /usr is an overlay, so this machine keeps its own.
     container.run("rm", "-f", "/usr/sbin/policy-rc.d")
-    try:
-        yield container
-    finally:
-        container.poweroff()
+    return container
 
 
 def show(box: Container, prop: str) -> str:
-    return box.run("systemctl", "show", f"--property={prop}", "--value", UNIT).stdout.strip()
+    return show_unit(box, UNIT, prop)
+
+
+def show_unit(box: Container, unit: str, prop: str) -> str:
+    return box.run("systemctl", "show", f"--property={prop}", "--value", unit).stdout.strip()
 
 
 def daemon_pid(box: Container) -> int:
@@ -146,7 +171,11 @@ def wait_main_pid_change(box: Container, old: str, timeout: float = 40) -> str:
 
 
 def journal(box: Container) -> str:
-    return box.run("journalctl", "-u", UNIT, "--no-pager", check=False).stdout
+    return journal_of(box, UNIT)
+
+
+def journal_of(box: Container, unit: str) -> str:
+    return box.run("journalctl", "-u", unit, "--no-pager", check=False).stdout
 
 
 def test_install_starts_the_unit_and_it_notifies(box, debs):
@@ -231,3 +260,63 @@ def test_stop_stops_and_cleans_up(box):
     assert "rtpproxy ended" in journal(box).rsplit("took over", 1)[1]  # a clean stop
     assert not box.path(SOCK).exists()
     assert not box.path(PIDFILE).exists()
+
+
+SOURCE_UNIT = "rtpproxy-source.service"
+SOURCE_RUN = "/run/rtpproxy-source"
+
+
+def source_unit() -> str:
+    """The packaged unit (its notify, kill and sandboxing settings) running the daemon
+    from source, as an unprivileged user, with its own directories."""
+    unit = (REPO / "debian" / "rtpproxy.service").read_text()
+    start = (
+        f"ExecStart={sys.executable} {REPO / 'rtpproxy.py'} -f -s unix:{SOURCE_RUN}/rtpproxy.sock"
+        f" -p {SOURCE_RUN}/rtpproxy.pid -l 127.0.0.1 -m 31000 -M 31999 -d INFO"
+    )
+    unit = re.sub(r"(?m)^ExecStart=.*$", start, unit)
+    unit = re.sub(r"(?m)^User=.*$", "User=nobody", unit)
+    unit = re.sub(r"(?m)^Group=.*$", "Group=nogroup", unit)
+    unit = re.sub(
+        r"(?m)^(RuntimeDirectory|StateDirectory|LogsDirectory)=.*$", r"\1=rtpproxy-source", unit
+    )
+    # The interpreter or the source tree may live in a home directory, or in /tmp.
+    unit = re.sub(r"(?m)^ProtectHome=.*$", "ProtectHome=read-only", unit)
+    if any(p.startswith(("/tmp/", "/var/tmp/")) for p in source_binds()):
+        unit = re.sub(r"(?m)^PrivateTmp=.*$", "PrivateTmp=no", unit)
+    return unit
+
+
+def test_from_source_the_unit_follows_a_handoff_and_stops_cleanly(container):
+    """Run from source the daemon is the main process itself. Its successor is the old
+    process's child when it names itself (MAINPID=), which systemd takes for a process
+    it need not wait for: a stop would SIGKILL it at once, without its clean-up. Once
+    adopted, it must have systemd look at it again."""
+    for path in source_binds():  # the directories leading to them are the container's
+        for above in map(str, Path(path).parents):
+            os.chmod(container.path(above), container.path(above).stat().st_mode | 0o011)
+    container.path(f"/run/systemd/system/{SOURCE_UNIT}").write_text(source_unit())
+    container.run("systemctl", "daemon-reload")
+    container.run("systemctl", "start", SOURCE_UNIT)
+    pidfile = container.path(f"{SOURCE_RUN}/rtpproxy.pid")
+    old = int(pidfile.read_text())
+    assert show_unit(container, SOURCE_UNIT, "MainPID") == str(old)  # no bootloader
+
+    container.run("systemctl", "reload", SOURCE_UNIT)
+    deadline = time.monotonic() + 40
+    while "systemd supervises process" not in journal_of(container, SOURCE_UNIT):
+        if time.monotonic() > deadline:
+            break  # without the renewal: the stop below shows what it costs
+        time.sleep(0.2)
+    new = int(pidfile.read_text())
+    assert new != old and show_unit(container, SOURCE_UNIT, "MainPID") == str(new)
+    assert parent(container, new) == "1", journal_of(container, SOURCE_UNIT)
+
+    container.run("systemctl", "stop", SOURCE_UNIT)
+    log = journal_of(container, SOURCE_UNIT).rsplit("took over", 1)[1]
+    assert "SIGKILL" not in log and "timed out" not in log, log
+    assert "got signal 15" in log and "rtpproxy ended" in log, log  # its own clean-up ran
+    assert show_unit(container, SOURCE_UNIT, "ActiveState") == "inactive"
+    assert show_unit(container, SOURCE_UNIT, "Result") == "success"
+    assert not pidfile.exists()
+    assert not container.path(f"{SOURCE_RUN}/rtpproxy.sock").exists()

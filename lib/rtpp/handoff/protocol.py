@@ -4,11 +4,14 @@
     old -> new  STATE  the state document + every descriptor      old has paused
     new -> old  READY  (or REFUSE {reason})                       new has restored
     old -> new  GO                                                 old stops for good
+    new -> old  SERVING                                            new is the main PID
     old -> new  ABORT  at any point before GO: new exits, old serves on
 
 The old process pauses only after HELLO, so the successor's start-up (unpacking,
 imports, parsing the configuration) costs the calls nothing. Nothing is served twice:
-the new process serves only after GO, and the old one never after sending it.
+the new process serves only after GO, and the old one never after sending it. The old
+process exits only after SERVING (or the channel's end): by then a service manager
+has read the new main PID (a main process that exits before that stops the service).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ STATE = "STATE"
 READY = "READY"
 REFUSE = "REFUSE"
 GO = "GO"
+SERVING = "SERVING"
 ABORT = "ABORT"
 
 #: Seconds the successor has to start and say HELLO (the old process serves meanwhile).
@@ -29,6 +33,8 @@ READY_TIMEOUT_S = 10.0
 #: Seconds the successor waits for STATE, and then for GO.
 STATE_TIMEOUT_S = 60.0
 GO_TIMEOUT_S = 30.0
+#: Seconds the old process waits after GO for SERVING, before it exits anyway.
+RELEASE_TIMEOUT_S = 10.0
 #: Seconds the old process waits for commands in progress to be answered before pausing.
 IDLE_TIMEOUT_S = 2.0
 

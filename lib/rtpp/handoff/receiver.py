@@ -15,7 +15,7 @@ from collections.abc import Callable
 from rtpp import __version__
 from rtpp.handoff import protocol, state
 from rtpp.handoff.channel import Channel, ChannelError
-from rtpp.handoff.successor import CHANNEL_ENV
+from rtpp.handoff.successor import CHANNEL_ENV, parent_of, service_pid
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class Takeover:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.old_pid: int | None = None
+        #: The old process: it started this one (or its bootloader) and waits for READY.
+        self.old_pid = parent_of(service_pid())
 
     def hello(self) -> tuple[dict, state.FdSource]:
         """HELLO, then the state: (sections, descriptors). Exits on ABORT or EOF."""
@@ -78,6 +79,13 @@ class Takeover:
             self.quit()
         if msg.kind != protocol.GO:
             self.quit()
+
+    def release(self) -> None:
+        """SERVING: the old process may exit (the service manager knows our pid)."""
+        try:
+            self.channel.send(protocol.SERVING)
+        except ChannelError:
+            pass  # an older version does not wait for it
         self.channel.close()
 
     def refuse(self, reason: str) -> None:

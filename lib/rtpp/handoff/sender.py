@@ -66,6 +66,7 @@ def hand_over(carrier: Carrier, executable: successor.Executable) -> int | None:
     channel = Channel(ours)
     try:
         pid, paused_s = _exchange(channel, carrier, proc)
+        _await_release(channel)
     except gevent.GreenletExit:
         _abort(channel, proc)  # the process is stopping: no successor
         raise
@@ -117,6 +118,24 @@ def _exchange(channel: Channel, carrier: Carrier, proc: subprocess.Popen) -> tup
         carrier.resume()
         raise
     return int(info.get("pid") or proc.pid), time.monotonic() - paused_at
+
+
+def _await_release(channel: Channel) -> None:
+    """After GO, until the successor says SERVING (or closes the channel): it has then
+    told the service manager its pid, and this process, the main one until then, may
+    exit. Nothing stops that now, not even a stop signal (the successor serves)."""
+    try:
+        msg = channel.recv(protocol.RELEASE_TIMEOUT_S)
+    except ChannelError as exc:
+        if "in time" in str(exc):
+            log.warning(
+                "the new process did not release this one within %.0f s after taking over",
+                protocol.RELEASE_TIMEOUT_S,
+            )
+        return
+    except gevent.GreenletExit:
+        return
+    msg.close_fds()
 
 
 def _expect(channel: Channel, kind: str, timeout: float, proc: subprocess.Popen):

@@ -35,6 +35,14 @@ def service_pid() -> int:
     return os.getppid() if frozen_onefile() else os.getpid()
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass(frozen=True)
 class Executable:
     """How this process was started, to start the same program again."""
