@@ -6,8 +6,8 @@ The successor runs in a process group of its own (`successor.Executable.spawn`),
 of reach of the terminal's signals: this process passes them on to it. It closes every
 descriptor but the standard streams, so it holds nothing of the daemon; as the child
 subreaper of what runs after it, each later successor becomes its child once the
-process before it exits, and it follows the newest. It exits, with the status of the
-last of them, once none is left.
+process before it exits, and it passes signals on to the newest. It exits, with the
+status of the last of them, once none is left.
 """
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ FORWARDED = (
     signal.SIGUSR2,
     signal.SIGWINCH,
 )
-#: passed on once per process: a one-file build's bootloader, in the same group,
-#: passes the terminal's signal on to this process a second time
+#: passed on once to each process that serves until the daemon is gone (a one-file
+#: build's bootloader, in the same group, may pass the terminal's on a second time)
 STOPPING = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1))
+#: seconds between looks for the process to stop while a stop is under way
+STOP_POLL_S = 0.1
 PR_SET_CHILD_SUBREAPER = 36
 
 _signal = get_original("signal", "signal")
 _waitpid = get_original("os", "waitpid")
+_select = get_original("select", "select")
 
 
 def wanted(foreground: bool) -> bool:
@@ -106,16 +109,34 @@ def _close_all_but(keep: tuple[int, ...]) -> None:
 
 
 def _wait(wakeup: int) -> int:
-    """Pass signals on and reap; the exit status of the last child, once none is left."""
+    """Pass signals on and reap; the exit status of the last child, once none is left.
+
+    A stop signal is passed on to whichever process serves until none is left: one
+    that arrives as a handoff ends reaches the new process too (each process gets it
+    once)."""
     status = 0
+    stop: int | None = None
     stopped: set[int] = set()
     while True:
         left, status = _reap(status)
         if not left:
             return status
-        for signum in os.read(wakeup, 64):
-            if signum != signal.SIGCHLD:
-                _forward(signum, stopped)
+        if stop is not None:
+            pid = serving_child()
+            if pid is not None and pid not in stopped:
+                stopped.add(pid)
+                _send(pid, stop)
+        for signum in _signals(wakeup, STOP_POLL_S if stop is not None else None):
+            if signum in STOPPING:
+                stop = stop or signum
+            elif signum != signal.SIGCHLD:
+                _send(serving_child(), signum)
+
+
+def _signals(wakeup: int, timeout: float | None) -> bytes:
+    """The signals caught since the last call; none once `timeout` has passed."""
+    ready, _, _ = _select([wakeup], [], [], timeout)
+    return os.read(wakeup, 64) if ready else b""
 
 
 def _reap(status: int) -> tuple[bool, int]:
@@ -131,27 +152,41 @@ def _reap(status: int) -> tuple[bool, int]:
         status = code if code >= 0 else 128 - code
 
 
-def _forward(signum: int, stopped: set[int]) -> None:
-    for pid in children():
-        if signum in STOPPING:
-            if pid in stopped:
-                continue
-            stopped.add(pid)
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+def _send(pid: int | None, signum: int) -> None:
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
-def children() -> list[int]:
-    """This process's children, of all its threads: the serving process (a one-file
-    build's bootloader, which passes signals on to it), and for a moment after a
-    further handoff also the one it replaced."""
-    pids: list[int] = []
+def serving_child() -> int | None:
+    """The youngest live child (of any of this process's threads): the serving process
+    or its bootloader. The one a further handoff replaced may linger a moment: exiting
+    (a zombie, its last threads still going) or, as a bootloader, removing its unpack
+    directory."""
+    started: dict[int, int] = {}
     for path in glob.glob("/proc/self/task/*/children"):
         try:
             with open(path) as f:
-                pids.extend(int(pid) for pid in f.read().split())
+                pids = [int(pid) for pid in f.read().split()]
         except OSError:
-            pass
-    return pids
+            continue
+        for pid in pids:
+            start = _live_since(pid)
+            if start is not None:
+                started[pid] = start
+    return max(started, key=lambda pid: (started[pid], pid), default=None)
+
+
+def _live_since(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), None unless it is alive."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
