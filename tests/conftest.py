@@ -17,7 +17,7 @@ from rtpp.config import Config, ListenAddr
 @pytest.fixture
 def rtpproxy() -> Iterator[Callable[..., Proxy]]:
     """Factory: `start(*flags, ctrl="udp", ports=None, foreground=True, wait=True,
-    extra_env=None, command=None, wrap=()) -> Proxy`, the arguments of `start_proxy`.
+    extra_env=None, command=None, wrap=(), terminal=None) -> Proxy`, the arguments of `start_proxy`.
 
     Adds `-f -F -p <tmp>/pid -d INFO`, a control socket and a distinct -m/-M range
     unless the flags already say otherwise; every daemon is stopped at teardown.

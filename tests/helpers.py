@@ -360,11 +360,14 @@ def start_proxy(
     extra_env: dict | None = None,
     command: list[str] | None = None,
     wrap: tuple[str, ...] = (),
+    terminal: int | None = None,
 ) -> Proxy:
     """Start a daemon with sane test defaults (see tests/conftest.py `rtpproxy`).
 
     `command` replaces `rtpproxy_command()` (e.g. a copy of the executable); `wrap`: a
-    command that runs the daemon (e.g. `ip netns exec NAME`)."""
+    command that runs the daemon (e.g. `ip netns exec NAME`); `terminal`: a pseudo-
+    terminal's slave, the daemon's stdin, stdout and controlling terminal, whose
+    foreground job it is (as if typed at a shell prompt)."""
     import pytest
 
     tmpdir = short_tmpdir()
@@ -395,11 +398,12 @@ def start_proxy(
     env = dict(os.environ, **(extra_env or {}))
     proc = subprocess.Popen(
         list(wrap) + (command or rtpproxy_command()) + args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if terminal is None else terminal,
+        stdout=subprocess.DEVNULL if terminal is None else terminal,
         stderr=stderr_file,
         env=env,
         start_new_session=True,
+        preexec_fn=None if terminal is None else _take_terminal,
     )
     proxy = Proxy(
         proc=proc,
@@ -421,6 +425,14 @@ def start_proxy(
             proxy.cleanup()
             pytest.fail(f"rtpproxy {args} did not start: {failure}\n{proxy.stderr_text()}")
     return proxy
+
+
+def _take_terminal() -> None:
+    """In the child, a session leader: its stdin becomes its controlling terminal."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _ctrl_from_flags(flags: tuple[str, ...]) -> tuple[tuple | None, str | None]:

@@ -20,7 +20,7 @@ from rtpp.control.spec import parse_spec
 
 # The handoff code runs when the executable on disk may already be a newer one: a
 # one-file build could no longer import it then, so it is imported now.
-from rtpp.handoff import carrier, main_pid, media_state, receiver, sender
+from rtpp.handoff import carrier, main_pid, media_state, receiver, sender, waiter
 from rtpp.handoff.archive import pin_archive
 from rtpp.handoff.successor import Executable
 from rtpp.media.notify import NotifyConfigError
@@ -293,10 +293,13 @@ class Daemon:
             self._leave_to_successor()
 
     def _leave_to_successor(self) -> None:
-        """The successor serves: exit without closing, removing or flushing what it took."""
+        """The successor serves: exit without closing, removing or flushing what it took
+        (or, in a terminal's foreground job, stay as its waiter)."""
         if self.observe is not None:
             self.observe.close()  # not handed over: the successor serves its own
         carrier.DaemonCarrier(self).release()
+        if waiter.wanted(self.config.foreground):
+            waiter.stay()  # the terminal's job: it lives on until the daemon ends
         log.info("rtpproxy ended (handed over)")
         logging.shutdown()
         sys.stdout.flush()

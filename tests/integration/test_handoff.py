@@ -58,14 +58,15 @@ def serving_pid(proxy: Proxy) -> int:
     return pid
 
 
-def hand_over(proxy: Proxy, timeout: float = HANDOFF_TIMEOUT_S) -> int:
-    """SIGUSR2 to the serving process; the pid of the one that took over."""
+def hand_over(proxy: Proxy, timeout: float = HANDOFF_TIMEOUT_S, old_exits: bool = True) -> int:
+    """SIGUSR2 to the serving process; the pid of the one that took over, once the old
+    one has exited (or written it in the pidfile only, when it stays: `old_exits`)."""
     old = serving_pid(proxy)
     os.kill(old, signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         new = pidfile_pid(proxy)
-        if new not in (None, old) and not pid_alive(old):
+        if new not in (None, old) and not (old_exits and pid_alive(old)):
             proxy.daemon_pid = new  # stop() and cleanup() follow it
             return new
         time.sleep(0.05)

@@ -52,7 +52,7 @@ def hand_over(carrier: Carrier, executable: successor.Executable) -> int | None:
         return None
     ours, theirs = socket_pair()
     try:
-        proc = executable.spawn(theirs.fileno())
+        proc = _start(executable, theirs.fileno())
     except OSError as exc:
         log.error(
             "live handoff failed: can't start %s: %s; this process serves on",
@@ -87,6 +87,20 @@ def hand_over(carrier: Carrier, executable: successor.Executable) -> int | None:
         paused_s * 1000,
     )
     return pid
+
+
+def _start(executable: successor.Executable, channel_fd: int) -> subprocess.Popen:
+    """Start the successor. Stopped meanwhile (the greenlet killed while Popen waits for
+    the exec), this process ends it once it is started: no successor is left behind."""
+    starting = gevent.spawn(executable.spawn, channel_fd)
+    try:
+        return starting.get()
+    except gevent.GreenletExit:
+        try:
+            successor.stop(starting.get())
+        except OSError:
+            pass
+        raise
 
 
 def _exchange(channel: Channel, carrier: Carrier, proc: subprocess.Popen) -> tuple[int, float]:

@@ -10,10 +10,12 @@ absolute path of the script.
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 #: The environment variable naming the inherited channel descriptor.
@@ -84,6 +86,8 @@ def stop(proc: subprocess.Popen) -> None:
     """End a successor that failed (its bootloader and the child in its group)."""
     if proc.poll() is not None:
         return
+    if frozen_onefile():
+        _wait_unpacked(proc)
     _signal_group(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=STOP_GRACE_S)
@@ -91,6 +95,24 @@ def stop(proc: subprocess.Popen) -> None:
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
     _signal_group(proc.pid, signal.SIGKILL)  # a child its bootloader left behind
+
+
+def _wait_unpacked(proc: subprocess.Popen) -> None:
+    """Until a one-file bootloader has started its child (it has unpacked itself), for
+    at most STOP_GRACE_S: one stopped earlier leaves its unpack directory behind."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(_read(path).strip() for path in glob.glob(f"/proc/{proc.pid}/task/*/children")):
+            return
+        time.sleep(0.02)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _signal_group(pgid: int, signum: int) -> None:
