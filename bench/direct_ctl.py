@@ -16,24 +16,26 @@ import argparse
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 
-def answer(line: bytes) -> bytes | None:
-    """The reply (cookie included) to one control datagram."""
+def answer(line: bytes, media: Callable[[bytes, list[bytes]], bytes | None] | None = None):
+    """The reply (cookie included) to one control datagram. `media(letter, args)` answers
+    U and L (None: E1); without it, with the requester's own address."""
     parts = line.split()
     if len(parts) < 2:
         return None
     cookie, cmd, args = parts[0], parts[1], parts[2:]
     letter = cmd[:1].upper()
+    body: bytes | None = b"E1"
     if letter == b"V":
         body = b"1" if cmd.upper() == b"VF" else b"20040107"
     elif letter in (b"U", b"L") and len(args) >= 3:
-        body = args[2] + b" " + args[1]  # <port> <addr>: the requester's own
+        # <port> <addr>: the requester's own
+        body = media(letter, args) if media is not None else args[2] + b" " + args[1]
     elif letter == b"D":
         body = b"0"
-    else:
-        body = b"E1"
-    return cookie + b" " + body + b"\n"
+    return cookie + b" " + (body or b"E1") + b"\n"
 
 
 def main(argv: list[str]) -> int:

@@ -47,6 +47,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
+from direct_ctl import answer  # noqa: E402
 from driver import KERNEL_BIND_S, machine_busy_s, proc_cpu_seconds  # noqa: E402
 
 TABLE_PREFIX = "kpaths_"
@@ -227,23 +228,15 @@ class Relay:
 
 
 def reply(relay: Relay, line: bytes, batch: list[str]) -> bytes | None:
-    parts = line.split()
-    if len(parts) < 2:
-        return None
-    cookie, cmd, args = parts[0], parts[1], parts[2:]
-    letter = cmd[:1].upper()
-    if letter == b"V":
-        body = b"1" if cmd.upper() == b"VF" else b"20040107"
-    elif letter == b"U" and len(args) >= 3:
-        body = b"%d %s" % (relay.offer(args[0], (args[1].decode(), int(args[2]))), RELAY.encode())
-    elif letter == b"L" and len(args) >= 3 and args[0] in relay.calls:
-        port = relay.answer(args[0], (args[1].decode(), int(args[2])), batch)
-        body = b"%d %s" % (port, RELAY.encode())
-    elif letter == b"D":
-        body = b"0"
-    else:
-        body = b"E1"
-    return cookie + b" " + body + b"\n"
+    def media(letter: bytes, args: list[bytes]) -> bytes | None:
+        party = (args[1].decode(), int(args[2]))
+        if letter == b"U":
+            return b"%d %s" % (relay.offer(args[0], party), RELAY.encode())
+        if args[0] not in relay.calls:
+            return None
+        return b"%d %s" % (relay.answer(args[0], party, batch), RELAY.encode())
+
+    return answer(line, media)
 
 
 def counted(table: str) -> int:
