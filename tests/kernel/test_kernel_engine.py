@@ -116,14 +116,20 @@ def test_bind_forwards_and_counts_both_ways_and_unbind_stops(lab, engines, famil
     assert not lab.instance_tables()
 
 
-def test_a_moved_binding_forwards_the_new_source_only(lab, engines):
-    engine = start(lab, engines)
-    assert engine.open(lab)["ok"]
+def bound_pair(lab, engine) -> tuple:
+    """Two phones whose pipe `engine` (open) has bound as "k" and forwards: (a, b)."""
     a, b = lab.phone("a"), lab.phone("b")
     leg_a, leg_b = legs(lab, a, b)
     engine("bind", key="k", a=leg_a, b=leg_b)
     engine("commit")
     assert len(relayed(lab, a, b, LOW, "a")) == 1
+    return a, b
+
+
+def test_a_moved_binding_forwards_the_new_source_only(lab, engines):
+    engine = start(lab, engines)
+    assert engine.open(lab)["ok"]
+    a, b = bound_pair(lab, engine)
     moved = lab.phone("a")
     leg_a, leg_b = legs(lab, moved, b)
     engine("bind", key="k", a=leg_a, b=leg_b)
@@ -165,11 +171,7 @@ def test_two_calls_between_the_same_two_parties_are_kept_apart(lab, engines):
 def test_a_killed_engines_table_and_flows_are_replaced_at_the_next_open(lab, engines):
     first = start(lab, engines)
     assert first.open(lab)["ok"]
-    a, b = lab.phone("a"), lab.phone("b")
-    leg_a, leg_b = legs(lab, a, b)
-    first("bind", key="k", a=leg_a, b=leg_b)
-    first("commit")
-    assert len(relayed(lab, a, b, LOW, "a")) == 1
+    a, b = bound_pair(lab, first)
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait()
     assert len(relayed(lab, a, b, LOW, "a")) == 1  # still forwarding: table and entry
